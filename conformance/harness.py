@@ -1,0 +1,248 @@
+"""Run an ``lacss_core.ops`` function and its oracle twin on the same inputs and compare.
+
+A test case is one line: ``assert_conforms("nms", (locs, scores), dict(max_output=8, ...), mode)``.
+NumPy arrays among the positional arguments are the dynamic inputs (converted to backend tensors:
+floats to float32, integers to int32); everything else (sizes, thresholds) is static and passed
+as is, exactly as the model passes it. Each comparison is recorded for the runner's table when
+``LACSS_CONFORMANCE_REPORT`` names a JSON-lines file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+from keras import ops as kops
+
+from lacss_core import oracle, ops
+
+from . import tolerances as tol
+
+BACKEND = keras.backend.backend()
+
+
+# ----------------------------------------------------------------------------- environment
+def modes() -> list[str]:
+    """Modes for the current backend: eager always, plus jax.jit or torch.compile.
+
+    torch.compile is opt-in (``LACSS_TORCH_COMPILE=1``): it needs a C++ toolchain and costs
+    tens of seconds per function on a 2-core CPU.
+    """
+    if BACKEND == "jax":
+        return ["eager", "jit"]
+    if os.environ.get("LACSS_TORCH_COMPILE") == "1":
+        return ["eager", "compile"]
+    return ["eager"]
+
+
+def device_kind() -> str:
+    if BACKEND == "jax":
+        import jax
+
+        return "gpu" if jax.devices()[0].platform in ("gpu", "cuda", "rocm") else "cpu"
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def disable_tf32() -> None:
+    """Keep float32 matmuls/convs at float32 accuracy on GPUs (TF32 off)."""
+    if BACKEND == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "float32")
+    else:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+# ----------------------------------------------------------------------------- running
+def _to_tensor(a: np.ndarray):
+    if a.dtype.kind == "f":
+        return kops.convert_to_tensor(a.astype(np.float32))
+    if a.dtype.kind in "iu":
+        return kops.convert_to_tensor(a.astype(np.int32))
+    return kops.convert_to_tensor(a)
+
+
+def _split(args):
+    dynamic = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
+    return dynamic, [_to_tensor(args[i]) for i in dynamic]
+
+
+def _merge(args, dynamic, tensors):
+    merged = list(args)
+    for i, t in zip(dynamic, tensors):
+        merged[i] = t
+    return merged
+
+
+def _as_tuple(out):
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _compiled(fn, mode):
+    if mode == "eager":
+        return fn
+    if mode == "jit":
+        import jax
+
+        return jax.jit(fn)
+    if mode == "compile":
+        import torch
+
+        return torch.compile(fn, dynamic=False)
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+def run_op(name: str, args: tuple, kwargs: dict | None = None, mode: str = "eager"):
+    """Call ``lacss_core.ops.<name>`` in ``mode``; returns a tuple of NumPy arrays."""
+    fn = getattr(ops, name)
+    kwargs = kwargs or {}
+    dynamic, tensors = _split(args)
+    run = _compiled(lambda *t: fn(*_merge(args, dynamic, t), **kwargs), mode)
+    return tuple(kops.convert_to_numpy(o) for o in _as_tuple(run(*tensors)))
+
+
+def run_oracle(name: str, args: tuple, kwargs: dict | None = None):
+    out = getattr(oracle, name)(*args, **(kwargs or {}))
+    return tuple(np.asarray(o) for o in _as_tuple(out))
+
+
+# ----------------------------------------------------------------------------- reporting
+def reproducer(name: str, args: tuple, kwargs: dict | None) -> str:
+    """Copy-paste Python that reruns the failing case on both implementations."""
+
+    def lit(a):
+        if isinstance(a, np.ndarray):
+            return f"np.array({a.tolist()!r}, dtype={str(a.dtype)!r})"
+        return repr(a)
+
+    arg_src = ", ".join(lit(a) for a in args)
+    kw_src = ", ".join(f"{k}={v!r}" for k, v in (kwargs or {}).items())
+    call = f"({arg_src}{', ' if kw_src else ''}{kw_src})"
+    return (
+        f"\n--- reproducer (KERAS_BACKEND={BACKEND}) ---\n"
+        "import numpy as np\nfrom lacss_core import oracle, ops\n"
+        f"print(oracle.{name}{call})\nprint(ops.{name}{call})\n"
+    )
+
+
+def _record(**row) -> None:
+    path = os.environ.get("LACSS_CONFORMANCE_REPORT")
+    if not path:
+        return
+    row.update(backend=BACKEND, device=device_kind())
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _errors(got: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
+    if got.size == 0:
+        return 0.0, 0.0
+    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    rel = diff / np.maximum(np.abs(expected.astype(np.float64)), 1e-30)
+    return float(diff.max()), float(np.where(diff == 0, 0.0, rel).max())
+
+
+def _dtype_kind(a: np.ndarray) -> str:
+    return {"b": "bool", "i": "int", "u": "int", "f": "float"}[a.dtype.kind]
+
+
+# ----------------------------------------------------------------------------- assertions
+def assert_conforms(name, args, kwargs=None, mode="eager", *, exact=()):
+    """Compare every output of ``ops.<name>`` with ``oracle.<name>``.
+
+    Shapes and dtype kinds are asserted first. Integer and boolean outputs must be equal; float
+    outputs whose position is in ``exact`` too (gathered, not computed, values); other floats
+    within ``FLOAT_RTOL``/``FLOAT_ATOL``. Float outputs must be float32 on the backend.
+    """
+    expected = run_oracle(name, args, kwargs)
+    got = run_op(name, args, kwargs, mode)
+    repro = reproducer(name, args, kwargs)
+    assert len(got) == len(expected), f"{name}: {len(got)} outputs, oracle has {len(expected)}"
+    for i, (g, e) in enumerate(zip(got, expected)):
+        where = f"{name}[{i}] ({mode})"
+        assert g.shape == e.shape, f"{where}: shape {g.shape} != oracle {e.shape}{repro}"
+        assert _dtype_kind(g) == _dtype_kind(e), f"{where}: dtype {g.dtype} vs {e.dtype}{repro}"
+        if g.dtype.kind == "f":
+            assert g.dtype == np.float32, f"{where}: dtype {g.dtype}, expected float32{repro}"
+        discrete = g.dtype.kind != "f" or i in exact
+        abs_err, rel_err = _errors(g, e)
+        if discrete:
+            ok, tolerance = bool(np.array_equal(g, e)), "exact"
+        else:
+            ok = bool(np.allclose(g, e, rtol=tol.FLOAT_RTOL, atol=tol.FLOAT_ATOL))
+            tolerance = f"rtol {tol.FLOAT_RTOL:g} atol {tol.FLOAT_ATOL:g}"
+        _record(function=name, output=i, mode=mode, check="value", max_abs=abs_err,
+                max_rel=rel_err, tolerance=tolerance, passed=ok)
+        assert ok, (
+            f"{where}: max abs err {abs_err:.3g}, max rel err {rel_err:.3g} ({tolerance})\n"
+            f"got:\n{g}\noracle:\n{e}{repro}"
+        )
+    return got
+
+
+def backend_grad(name, args, kwargs, wrt: int, mode: str) -> np.ndarray:
+    """Gradient of the scalar ``ops.<name>`` w.r.t. positional argument ``wrt`` (float32)."""
+    fn = getattr(ops, name)
+    kwargs = kwargs or {}
+    dynamic, tensors = _split(args)
+    slot = dynamic.index(wrt)
+
+    def loss_of(x):
+        t = list(tensors)
+        t[slot] = x
+        return fn(*_merge(args, dynamic, t), **kwargs)
+
+    if BACKEND == "jax":
+        import jax
+
+        grad = _compiled(jax.grad(loss_of), mode)
+        return np.asarray(grad(tensors[slot]))
+    x = tensors[slot].detach().clone().requires_grad_(True)
+    _compiled(loss_of, mode)(x).backward()
+    return x.grad.detach().cpu().numpy()
+
+
+def finite_difference(name, args, kwargs, wrt: int, step: float = tol.FD_STEP) -> np.ndarray:
+    """Central differences of the float64 oracle w.r.t. positional argument ``wrt``."""
+    fn = getattr(oracle, name)
+    base = [a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
+            for a in args]
+    x = base[wrt]
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        for sign in (1.0, -1.0):
+            xs = x.copy()
+            xs[idx] += sign * step
+            base[wrt] = xs
+            grad[idx] += sign * float(fn(*base, **(kwargs or {}))) / (2 * step)
+    base[wrt] = x
+    return grad
+
+
+def assert_grad_conforms(name, args, kwargs=None, mode="eager", *, wrt=0):
+    """Backend autodiff of ``ops.<name>`` vs float64 finite differences of the oracle."""
+    got = backend_grad(name, args, kwargs, wrt, mode)
+    expected = finite_difference(name, args, kwargs, wrt)
+    where = f"grad {name} wrt arg {wrt} ({mode})"
+    repro = reproducer(name, args, kwargs)
+    assert got.shape == expected.shape, f"{where}: shape {got.shape} != {expected.shape}{repro}"
+    atol = tol.GRAD_ATOL_FRACTION * max(float(np.abs(expected).max(initial=0.0)), 1e-12)
+    ok = bool(np.allclose(got, expected, rtol=tol.GRAD_RTOL, atol=atol))
+    abs_err, rel_err = _errors(got, expected)
+    tolerance = f"rtol {tol.GRAD_RTOL:g} atol {atol:.2g}"
+    _record(function=name, output=f"d/darg{wrt}", mode=mode, check="grad", max_abs=abs_err,
+            max_rel=rel_err, tolerance=tolerance, passed=ok)
+    assert ok, f"{where}: max abs {abs_err:.3g} max rel {rel_err:.3g} ({tolerance}){repro}"
+    return got
+
+
+def environment_note() -> str:  # printed in the header of the runner's table
+    return f"python {sys.version.split()[0]}, keras {keras.__version__}, backend {BACKEND}"

@@ -1,0 +1,26 @@
+"""lacss-core: LACSS cell segmentation written once in Keras 3, for JAX and PyTorch.
+
+The backend is chosen (and checked) on import, before Keras loads; see ``lacss_core._backend``.
+Heavy names (the model, prediction) are imported lazily so that ``lacss_core.oracle`` stays a
+pure-NumPy import.
+"""
+
+from lacss_core._backend import BackendError, configure
+
+__version__ = "0.1.0"
+BACKEND = configure()
+
+_LAZY = {
+    "Lacss": "lacss_core.models",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lacss_core' has no attribute {name!r}")
+
+
+__all__ = ["BACKEND", "BackendError", "Lacss", "__version__"]

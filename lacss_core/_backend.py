@@ -1,0 +1,77 @@
+"""Choose and check the Keras backend before Keras is imported.
+
+Keras fixes its backend at import time from ``KERAS_BACKEND`` or ``~/.keras/keras.json``.
+lacss-core trains on JAX and PyTorch only, so this module makes that choice explicit and
+turns a missing or unsupported backend into an error that names the extra to install,
+instead of a traceback from deep inside Keras.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+
+SUPPORTED = ("jax", "torch")
+_log = logging.getLogger("lacss_core")
+
+
+class BackendError(ImportError):
+    """The Keras backend is missing or not one lacss-core supports."""
+
+
+def _keras_json_backend() -> str | None:
+    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    path = os.path.join(home, "keras.json")
+    try:
+        with open(path) as f:
+            return json.load(f).get("backend")
+    except (OSError, ValueError):
+        return None
+
+
+def _installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def _check(name: str, source: str) -> str:
+    if name not in SUPPORTED:
+        raise BackendError(
+            f"lacss-core supports the Keras backends {SUPPORTED}, but {source} selects {name!r}. "
+            "Set KERAS_BACKEND=jax or KERAS_BACKEND=torch."
+        )
+    if not _installed(name):
+        raise BackendError(
+            f"{source} selects the Keras backend {name!r}, but {name} is not installed. "
+            f"Install it with: pip install 'lacss-core[{name}]'"
+        )
+    return name
+
+
+def configure() -> str:
+    """Select the backend (setting ``KERAS_BACKEND`` if unset) and return its name.
+
+    Order: ``KERAS_BACKEND``, then ``keras.json``, then jax if installed, else torch.
+    Raises:
+        BackendError: the chosen backend is unsupported or not installed, or neither is installed.
+    """
+    if "keras" in sys.modules:  # Keras already fixed its backend; just check it.
+        from keras import backend
+
+        return _check(backend.backend(), "the already imported Keras")
+    if os.environ.get("KERAS_BACKEND"):
+        return _check(os.environ["KERAS_BACKEND"], "KERAS_BACKEND")
+    configured = _keras_json_backend()
+    if configured:
+        return _check(configured, "keras.json")
+    for name in SUPPORTED:
+        if _installed(name):
+            os.environ["KERAS_BACKEND"] = name
+            _log.debug("KERAS_BACKEND not set; lacss-core selected %r", name)
+            return name
+    raise BackendError(
+        "lacss-core needs JAX or PyTorch as the Keras backend and neither is installed. "
+        "Install one with: pip install 'lacss-core[jax]' or pip install 'lacss-core[torch]'"
+    )

@@ -1,0 +1,63 @@
+"""Input checks shared by the oracle functions: bad input raises ``ValueError`` naming the argument."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_array(x, name: str, ndim: int, *, last: int | None = None, finite: bool = True) -> np.ndarray:
+    """Return ``x`` as a NumPy array after checking its rank, last axis and finiteness."""
+    a = np.asarray(x)
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have rank {ndim}, got shape {a.shape}")
+    if last is not None and a.shape[-1] != last:
+        raise ValueError(f"{name} must have last axis {last}, got shape {a.shape}")
+    if finite and a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains non-finite values")
+    return a
+
+
+def same_batch(**arrays: np.ndarray) -> int:
+    """Check that all arrays share the leading (batch) size and return it."""
+    sizes = {name: a.shape[0] for name, a in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"mismatched batch sizes: {sizes}")
+    return next(iter(sizes.values()))
+
+
+def same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str, axes: int) -> None:
+    """Check that the first ``axes`` axes of two arrays agree."""
+    if a.shape[:axes] != b.shape[:axes]:
+        raise ValueError(f"{name_a} shape {a.shape} does not match {name_b} shape {b.shape}")
+
+
+def positive_int(v, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return int(v)
+
+
+def image_shape(v, name: str = "image_shape") -> tuple[int, int]:
+    if len(tuple(v)) != 2:
+        raise ValueError(f"{name} must be (H, W), got {v!r}")
+    h, w = (positive_int(s, name) for s in v)
+    return h, w
+
+
+def crop_size(c) -> int:
+    c = positive_int(c, "crop_size")
+    if c % 4:
+        raise ValueError(f"crop_size must be a positive multiple of 4, got {c}")
+    return c
+
+
+def non_negative(v, name: str) -> float:
+    v = float(v)
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    return v
+
+
+def valid_rows(locations: np.ndarray) -> np.ndarray:
+    """``(B, N) bool``: a location row is valid iff both coordinates are >= 0 (SPEC 1)."""
+    return np.all(locations >= 0, axis=-1)
