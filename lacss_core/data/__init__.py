@@ -1,0 +1,68 @@
+"""Training data: samples, converters, file loaders, normalisation, augmentation, synthetic cells.
+
+Everything here is NumPy/SciPy only, except :class:`LacssDataset` (a ``keras.utils.PyDataset``),
+which is imported lazily so that ``import lacss_core.data`` does not load Keras.
+"""
+
+from lacss_core.data.augment import (
+    AugmentParams,
+    apply_augmentation,
+    augment,
+    draw_params,
+    fit_to_size,
+    transform_points,
+)
+from lacss_core.data.io import (
+    load_labelled_folder,
+    load_point_folder,
+    read_image,
+    read_label,
+    read_mask,
+    read_points,
+)
+from lacss_core.data.normalize import normalize_image
+from lacss_core.data.samples import (
+    Sample,
+    batch_samples,
+    drop_excess_labels,
+    label_to_locations,
+    label_to_mask,
+    pad_locations,
+    relabel_sequential,
+)
+from lacss_core.data.synthetic import SyntheticCells, synthetic_cells
+
+
+def __getattr__(name):
+    if name == "LacssDataset":
+        from lacss_core.data.dataset import LacssDataset
+
+        return LacssDataset
+    raise AttributeError(f"module 'lacss_core.data' has no attribute {name!r}")
+
+
+__all__ = [
+    "AugmentParams",
+    "LacssDataset",
+    "Sample",
+    "SyntheticCells",
+    "apply_augmentation",
+    "augment",
+    "batch_samples",
+    "draw_params",
+    "drop_excess_labels",
+    "fit_to_size",
+    "label_to_locations",
+    "label_to_mask",
+    "load_labelled_folder",
+    "load_point_folder",
+    "normalize_image",
+    "pad_locations",
+    "read_image",
+    "read_label",
+    "read_mask",
+    "read_points",
+    "relabel_sequential",
+    "synthetic_cells",
+    "transform_points",
+]

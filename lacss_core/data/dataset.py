@@ -1,0 +1,148 @@
+"""``LacssDataset``: feeds samples to ``Model.fit`` as a ``keras.utils.PyDataset`` (any backend).
+
+Batches are NumPy arrays in the contract's training format (see :func:`batch_samples`); Keras
+converts them to JAX arrays or torch tensors. Item ``i`` of epoch ``e`` is a pure function of
+``(seed, e, i)``: the sample order is a permutation drawn from ``(seed, e)`` and sample ``j`` is
+augmented with ``numpy.random.default_rng((seed, e, j))``, so runs repeat exactly and workers may
+fetch batches in any order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+from lacss_core.data.augment import augment, fit_to_size
+from lacss_core.data.normalize import METHODS, normalize_image
+from lacss_core.data.samples import SUPERVISIONS, Sample, batch_samples
+
+
+class LacssDataset(keras.utils.PyDataset):
+    """Batches of (optionally augmented) samples for fully or weakly supervised training.
+
+    Args:
+        samples: a sequence of :class:`Sample` (a list, or a lazy
+            :class:`~lacss_core.data.SyntheticCells`).
+        batch_size: images per batch ``B``.
+        max_instances: Python int ``N``, rows of ``x["locations"]``.
+        supervision: ``"full"`` (``y = {"label"}``, samples need a label) or ``"weak"``
+            (``y = {"mask"}``; labelled samples are converted to LOIs + mask).
+        size: training size ``(Ht, Wt)`` (or one int) that every sample is cropped or zero-padded
+            to; ``None`` keeps the samples' size, which must then be the same for all.
+        augment: random flips, resize in ``scale_range`` and random crop, new every epoch.
+        normalize: ``"range"`` (default), ``"standard"`` or ``None`` (images used as given).
+        subsample: drop instances beyond ``max_instances`` instead of raising.
+        shuffle: reorder the samples every epoch.
+        drop_remainder: skip the last partial batch (keeps shapes static for compiled steps).
+        seed: int seed of the order and the augmentation.
+        flip, scale_range: augmentation settings, see :func:`lacss_core.data.augment`.
+        **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size`` of ``PyDataset``.
+
+    Attributes:
+        epoch: the epoch whose order and augmentation ``__getitem__`` serves. ``on_epoch_end``
+            adds 1 (Keras also calls it once when ``fit`` starts). To resume training, save it
+            with the checkpoint and set it back before calling ``fit`` again.
+
+    Pass ``shuffle=False`` to ``Model.fit``: Keras would otherwise shuffle the batch order with
+    Python's global ``random``, outside this seed.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        batch_size: int,
+        max_instances: int,
+        supervision: str = "full",
+        size=None,
+        augment: bool = False,
+        normalize: str | None = "range",
+        subsample: bool = False,
+        shuffle: bool = True,
+        drop_remainder: bool = True,
+        seed: int = 0,
+        flip: bool = True,
+        scale_range=(0.9, 1.1),
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _check_settings(samples, batch_size, max_instances, supervision, normalize, seed)
+        if augment and size is None:
+            raise ValueError("augment=True needs size=(Ht, Wt), the training crop size")
+        if drop_remainder and len(samples) < batch_size:
+            raise ValueError(
+                f"batch_size={batch_size} is larger than the {len(samples)} samples; lower it "
+                "or pass drop_remainder=False"
+            )
+        self.samples = samples
+        self.batch_size = int(batch_size)
+        self.max_instances = int(max_instances)
+        self.supervision = supervision
+        self.size = size
+        self.augment = augment
+        self.normalize = normalize
+        self.subsample = subsample
+        self.shuffle = shuffle
+        self.drop_remainder = drop_remainder
+        self.seed = int(seed)
+        self.flip = flip
+        self.scale_range = scale_range
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        count = len(self.samples) / self.batch_size
+        return math.floor(count) if self.drop_remainder else math.ceil(count)
+
+    def __getitem__(self, index: int):
+        """Batch ``index`` of the current epoch as ``(x, y)`` dicts of NumPy arrays."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch index {index} out of range for {len(self)} batches")
+        order = self.sample_order(self.epoch)
+        chosen = order[index * self.batch_size : (index + 1) * self.batch_size]
+        batch = [self.prepare(int(j), self.epoch) for j in chosen]
+        return batch_samples(
+            batch,
+            max_instances=self.max_instances,
+            supervision=self.supervision,
+            subsample=self.subsample,
+        )
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+    def sample_order(self, epoch: int) -> np.ndarray:
+        """``(len(samples),) int`` sample indices in the order served in ``epoch``."""
+        if not self.shuffle:
+            return np.arange(len(self.samples))
+        return np.random.default_rng((self.seed, epoch)).permutation(len(self.samples))
+
+    def prepare(self, j: int, epoch: int) -> Sample:
+        """Sample ``j`` as served in ``epoch``: weak view if needed, normalised, augmented."""
+        sample = self.samples[j]
+        if self.supervision == "weak":
+            sample = sample.to_weak()
+        if self.normalize is not None:
+            sample = sample.replace(image=normalize_image(sample.image, self.normalize))
+        if self.augment:
+            rng = np.random.default_rng((self.seed, epoch, j))
+            return augment(sample, rng, self.size, flip=self.flip, scale_range=self.scale_range)
+        if self.size is not None:
+            return fit_to_size(sample, self.size)
+        return sample
+
+
+def _check_settings(samples, batch_size, max_instances, supervision, normalize, seed):
+    for name, value in (("batch_size", batch_size), ("max_instances", max_instances)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if supervision not in SUPERVISIONS:
+        raise ValueError(f"supervision must be one of {SUPERVISIONS}, got {supervision!r}")
+    if normalize is not None and normalize not in METHODS:
+        raise ValueError(f"normalize must be one of {METHODS} or None, got {normalize!r}")
+    if len(samples) == 0:
+        raise ValueError("samples is empty")
