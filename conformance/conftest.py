@@ -23,7 +23,8 @@ def pytest_configure(config):
     wants_gpu = config.getoption("--require-gpu") or os.environ.get("LACSS_REQUIRE_GPU") == "1"
     if wants_gpu and harness.device_kind() != "gpu":
         raise pytest.UsageError(
-            f"--require-gpu: the {harness.BACKEND} backend sees no GPU (device {harness.device_kind()})"
+            f"--require-gpu: the {harness.BACKEND} backend sees no GPU "
+            f"(device {harness.device_kind()})"
         )
 
 

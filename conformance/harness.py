@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops as kops
 
-from lacss_core import oracle, ops
+from lacss_core import ops, oracle
 
 from . import tolerances as tol
 
@@ -77,7 +77,7 @@ def _split(args):
 
 def _merge(args, dynamic, tensors):
     merged = list(args)
-    for i, t in zip(dynamic, tensors):
+    for i, t in zip(dynamic, tensors, strict=True):
         merged[i] = t
     return merged
 
@@ -100,13 +100,37 @@ def _compiled(fn, mode):
     raise ValueError(f"unknown mode {mode!r}")
 
 
+_CALLABLES: dict = {}
+
+
+def _callable(name: str, args: tuple, kwargs: dict, mode: str, grad_slot: int | None = None):
+    """The op closed over its static arguments, compiled for ``mode``, cached per static key.
+
+    Caching matters: ``jax.jit`` keys its compilation cache on the function object, so a fresh
+    closure per call would recompile every hypothesis example even at a fixed shape.
+    """
+    template = tuple(None if isinstance(a, np.ndarray) else a for a in args)
+    key = (name, mode, grad_slot, repr(template), repr(sorted(kwargs.items())))
+    if key not in _CALLABLES:
+        fn = getattr(ops, name)
+        dynamic = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
+
+        def call(*tensors):
+            return fn(*_merge(template, dynamic, tensors), **kwargs)
+
+        if grad_slot is not None and BACKEND == "jax":
+            import jax
+
+            call = jax.grad(call, argnums=grad_slot)
+        _CALLABLES[key] = _compiled(call, mode)
+    return _CALLABLES[key]
+
+
 def run_op(name: str, args: tuple, kwargs: dict | None = None, mode: str = "eager"):
     """Call ``lacss_core.ops.<name>`` in ``mode``; returns a tuple of NumPy arrays."""
-    fn = getattr(ops, name)
-    kwargs = kwargs or {}
-    dynamic, tensors = _split(args)
-    run = _compiled(lambda *t: fn(*_merge(args, dynamic, t), **kwargs), mode)
-    return tuple(kops.convert_to_numpy(o) for o in _as_tuple(run(*tensors)))
+    _, tensors = _split(args)
+    out = _callable(name, args, kwargs or {}, mode)(*tensors)
+    return tuple(kops.convert_to_numpy(o) for o in _as_tuple(out))
 
 
 def run_oracle(name: str, args: tuple, kwargs: dict | None = None):
@@ -166,7 +190,7 @@ def assert_conforms(name, args, kwargs=None, mode="eager", *, exact=()):
     got = run_op(name, args, kwargs, mode)
     repro = reproducer(name, args, kwargs)
     assert len(got) == len(expected), f"{name}: {len(got)} outputs, oracle has {len(expected)}"
-    for i, (g, e) in enumerate(zip(got, expected)):
+    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
         where = f"{name}[{i}] ({mode})"
         assert g.shape == e.shape, f"{where}: shape {g.shape} != oracle {e.shape}{repro}"
         assert _dtype_kind(g) == _dtype_kind(e), f"{where}: dtype {g.dtype} vs {e.dtype}{repro}"
@@ -179,8 +203,16 @@ def assert_conforms(name, args, kwargs=None, mode="eager", *, exact=()):
         else:
             ok = bool(np.allclose(g, e, rtol=tol.FLOAT_RTOL, atol=tol.FLOAT_ATOL))
             tolerance = f"rtol {tol.FLOAT_RTOL:g} atol {tol.FLOAT_ATOL:g}"
-        _record(function=name, output=i, mode=mode, check="value", max_abs=abs_err,
-                max_rel=rel_err, tolerance=tolerance, passed=ok)
+        _record(
+            function=name,
+            output=i,
+            mode=mode,
+            check="value",
+            max_abs=abs_err,
+            max_rel=rel_err,
+            tolerance=tolerance,
+            passed=ok,
+        )
         assert ok, (
             f"{where}: max abs err {abs_err:.3g}, max rel err {rel_err:.3g} ({tolerance})\n"
             f"got:\n{g}\noracle:\n{e}{repro}"
@@ -190,31 +222,23 @@ def assert_conforms(name, args, kwargs=None, mode="eager", *, exact=()):
 
 def backend_grad(name, args, kwargs, wrt: int, mode: str) -> np.ndarray:
     """Gradient of the scalar ``ops.<name>`` w.r.t. positional argument ``wrt`` (float32)."""
-    fn = getattr(ops, name)
-    kwargs = kwargs or {}
     dynamic, tensors = _split(args)
     slot = dynamic.index(wrt)
-
-    def loss_of(x):
-        t = list(tensors)
-        t[slot] = x
-        return fn(*_merge(args, dynamic, t), **kwargs)
-
+    grad_fn = _callable(name, args, kwargs or {}, mode, grad_slot=slot)
     if BACKEND == "jax":
-        import jax
-
-        grad = _compiled(jax.grad(loss_of), mode)
-        return np.asarray(grad(tensors[slot]))
-    x = tensors[slot].detach().clone().requires_grad_(True)
-    _compiled(loss_of, mode)(x).backward()
-    return x.grad.detach().cpu().numpy()
+        return np.asarray(grad_fn(*tensors))
+    tensors[slot] = tensors[slot].detach().clone().requires_grad_(True)
+    grad_fn(*tensors).backward()
+    return tensors[slot].grad.detach().cpu().numpy()
 
 
 def finite_difference(name, args, kwargs, wrt: int, step: float = tol.FD_STEP) -> np.ndarray:
     """Central differences of the float64 oracle w.r.t. positional argument ``wrt``."""
     fn = getattr(oracle, name)
-    base = [a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
-            for a in args]
+    base = [
+        a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
+        for a in args
+    ]
     x = base[wrt]
     grad = np.zeros_like(x)
     for idx in np.ndindex(x.shape):
@@ -238,8 +262,16 @@ def assert_grad_conforms(name, args, kwargs=None, mode="eager", *, wrt=0):
     ok = bool(np.allclose(got, expected, rtol=tol.GRAD_RTOL, atol=atol))
     abs_err, rel_err = _errors(got, expected)
     tolerance = f"rtol {tol.GRAD_RTOL:g} atol {atol:.2g}"
-    _record(function=name, output=f"d/darg{wrt}", mode=mode, check="grad", max_abs=abs_err,
-            max_rel=rel_err, tolerance=tolerance, passed=ok)
+    _record(
+        function=name,
+        output=f"d/darg{wrt}",
+        mode=mode,
+        check="grad",
+        max_abs=abs_err,
+        max_rel=rel_err,
+        tolerance=tolerance,
+        passed=ok,
+    )
     assert ok, f"{where}: max abs {abs_err:.3g} max rel {rel_err:.3g} ({tolerance}){repro}"
     return got
 

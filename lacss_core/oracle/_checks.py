@@ -1,11 +1,13 @@
-"""Input checks shared by the oracle functions: bad input raises ``ValueError`` naming the argument."""
+"""Input checks shared by the oracle: bad input raises ``ValueError`` naming the argument."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def as_array(x, name: str, ndim: int, *, last: int | None = None, finite: bool = True) -> np.ndarray:
+def as_array(
+    x, name: str, ndim: int, *, last: int | None = None, finite: bool = True
+) -> np.ndarray:
     """Return ``x`` as a NumPy array after checking its rank, last axis and finiteness."""
     a = np.asarray(x)
     if a.ndim != ndim:
@@ -61,3 +63,55 @@ def non_negative(v, name: str) -> float:
 def valid_rows(locations: np.ndarray) -> np.ndarray:
     """``(B, N) bool``: a location row is valid iff both coordinates are >= 0 (SPEC 1)."""
     return np.all(locations >= 0, axis=-1)
+
+
+def positive_number(v, name: str) -> float:
+    v = float(v)
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    return v
+
+
+def finite_number(v, name: str) -> float:
+    v = float(v)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {v!r}")
+    return v
+
+
+def within(a: np.ndarray, name: str, low: float, high: float) -> None:
+    """Check that every value of ``a`` lies in ``[low, high]``."""
+    if a.size and (a.min() < low or a.max() > high):
+        raise ValueError(f"{name} values must lie in [{low}, {high}], got [{a.min()}, {a.max()}]")
+
+
+def integer_array(a: np.ndarray, name: str) -> np.ndarray:
+    """Check that ``a`` holds integers (a label image, say) and return it."""
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integers, got dtype {a.dtype}")
+    return a
+
+
+def patch_size(patches: np.ndarray, name: str = "patches") -> int:
+    """Check that the last two axes of ``patches`` are ``c x c`` with ``c`` a positive multiple of
+    4 (SPEC 2) and return ``c``."""
+    c = patches.shape[-1]
+    if patches.shape[-2] != c or c < 1 or c % 4:
+        raise ValueError(
+            f"{name} must end in c x c with c a positive multiple of 4, got shape {patches.shape}"
+        )
+    return c
+
+
+def inside_image(locations: np.ndarray, shape: tuple[int, int], name: str = "locations") -> None:
+    """Check that every valid location lies in ``[0, H-1] x [0, W-1]`` (SPEC 1)."""
+    valid = valid_rows(locations)
+    limits = np.array(shape, dtype=np.float64) - 1
+    if np.any(valid & np.any(locations > limits, axis=-1)):
+        raise ValueError(f"{name}: a valid location lies outside the image of shape {shape}")
+
+
+def float32_locations(locations, name: str = "locations") -> np.ndarray:
+    """``(B, M, 2)`` locations as float32 (the model's dtype; ``floor(y / 2)`` and validity are
+    discrete decisions, SPEC 1) after checking rank, last axis and finiteness."""
+    return as_array(locations, name, 3, last=2).astype(np.float32)
