@@ -23,12 +23,23 @@ ALL_BACKENDS = ("jax", "torch")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m lacss_core.conformance", description=__doc__)
-    p.add_argument("--backends", nargs="+", choices=ALL_BACKENDS,
-                   help="backends to check (default: every installed one)")
-    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                   help="cpu hides GPUs from the backends; gpu fails unless one is visible")
-    p.add_argument("--output", default="conformance-report",
-                   help="path prefix of the .json and .md reports (default: %(default)s)")
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        choices=ALL_BACKENDS,
+        help="backends to check (default: every installed one)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="cpu hides GPUs from the backends; gpu fails unless one is visible",
+    )
+    p.add_argument(
+        "--output",
+        default="conformance-report",
+        help="path prefix of the .json and .md reports (default: %(default)s)",
+    )
     p.add_argument("--pytest-args", default="", help="extra arguments for pytest, quoted")
     return p.parse_args(argv)
 
@@ -57,19 +68,32 @@ def summarise(rows: list[dict]) -> list[dict]:
     table = []
     for (fn, check, backend, mode, device), rs in sorted(groups.items()):
         tolerances = sorted({r["tolerance"] for r in rs})
-        table.append(dict(
-            function=fn, check=check, backend=backend, mode=mode, device=device, cases=len(rs),
-            max_abs=max(r["max_abs"] for r in rs), max_rel=max(r["max_rel"] for r in rs),
-            tolerance=tolerances[0] if len(tolerances) == 1 else "rtol 1e-3 (atol per case)"
-            if check == "grad" else "; ".join(tolerances),
-            passed=all(r["passed"] for r in rs),
-        ))
+        table.append(
+            dict(
+                function=fn,
+                check=check,
+                backend=backend,
+                mode=mode,
+                device=device,
+                cases=len(rs),
+                max_abs=max(r["max_abs"] for r in rs),
+                max_rel=max(r["max_rel"] for r in rs),
+                tolerance=tolerances[0]
+                if len(tolerances) == 1
+                else "rtol 1e-3 (atol per case)"
+                if check == "grad"
+                else "; ".join(tolerances),
+                passed=all(r["passed"] for r in rs),
+            )
+        )
     return table
 
 
 def markdown(table: list[dict]) -> str:
-    head = ("| function | check | backend | mode | device | cases | max abs err | max rel err "
-            "| tolerance | result |\n|---|---|---|---|---|---:|---:|---:|---|---|\n")
+    head = (
+        "| function | check | backend | mode | device | cases | max abs err | max rel err "
+        "| tolerance | result |\n|---|---|---|---|---|---:|---:|---:|---|---|\n"
+    )
     lines = [
         f"| {t['function']} | {t['check']} | {t['backend']} | {t['mode']} | {t['device']} "
         f"| {t['cases']} | {t['max_abs']:.2e} | {t['max_rel']:.2e} | {t['tolerance']} "
@@ -87,8 +111,7 @@ def main(argv=None) -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "rows.jsonl")
-        codes = {b: run_backend(b, args.device, report, args.pytest_args.split())
-                 for b in backends}
+        codes = {b: run_backend(b, args.device, report, args.pytest_args.split()) for b in backends}
         rows = []
         if os.path.exists(report):
             with open(report) as f:
@@ -101,8 +124,10 @@ def main(argv=None) -> int:
     with open(args.output + ".md", "w") as f:
         f.write(md)
     failed = [b for b, c in codes.items() if c != 0]
-    print(f"reports: {args.output}.json, {args.output}.md; "
-          + (f"FAILED backends: {failed}" if failed else "all backends passed"))
+    print(
+        f"reports: {args.output}.json, {args.output}.md; "
+        + (f"FAILED backends: {failed}" if failed else "all backends passed")
+    )
     return 1 if failed or not table else 0
 
 

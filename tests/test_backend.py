@@ -62,8 +62,9 @@ def test_nothing_installed(fresh, monkeypatch):
 
 def test_import_error_is_clear_in_a_fresh_process():
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    proc = subprocess.run([sys.executable, "-c", "import lacss_core"], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import lacss_core"], env=env, capture_output=True, text=True
+    )
     assert proc.returncode != 0
     assert "lacss-core supports the Keras backends ('jax', 'torch')" in proc.stderr
 
