@@ -1,0 +1,110 @@
+"""Smoke tests: every example in ``examples/`` runs end to end at tiny sizes.
+
+Each runs in a subprocess under this process's Keras backend (CI runs the suite once per
+backend); the training examples run in the pass of the backend they are written for.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+BACKEND = keras.backend.backend()
+
+pytestmark = pytest.mark.slow
+
+
+def run_example(script: str, *args: str) -> str:
+    """Run ``examples/<script>`` with ``args``; its stdout, or a failure showing its output."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        env={**os.environ, "KERAS_BACKEND": BACKEND},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def only_on(backend: str):
+    return pytest.mark.skipif(
+        BACKEND != backend, reason=f"a {backend} example: runs in the KERAS_BACKEND={backend} pass"
+    )
+
+
+TRAINING_ARGS = ("--steps", "2", "--size", "64", "--images", "2", "--max-instances", "16")
+
+
+@only_on("torch")
+def test_train_in_torch(tmp_path):
+    out = tmp_path / "lacss.pt"
+    stdout = run_example("train_in_torch.py", *TRAINING_ARGS, "--out", str(out))
+    assert "step 2: loss" in stdout
+    assert out.stat().st_size > 0
+
+
+@only_on("jax")
+def test_train_in_jax_optax(tmp_path):
+    out = tmp_path / "lacss.keras"
+    stdout = run_example("train_in_jax_optax.py", *TRAINING_ARGS, "--out", str(out))
+    assert "step 2: loss" in stdout
+    assert out.stat().st_size > 0
+
+
+def test_validate_with_oracle_on_synthetic_cells():
+    stdout = run_example("validate_with_oracle.py", "--size", "64")
+    assert "all checks passed" in stdout
+
+
+def test_validate_with_oracle_on_files(tmp_path):
+    import tifffile
+
+    from lacss_core.data import synthetic_cells
+
+    sample = synthetic_cells(3, size=(48, 64), n_cells=5)
+    tifffile.imwrite(tmp_path / "cells.tif", (sample.image[..., 0] * 1000).astype(np.uint16))
+    tifffile.imwrite(tmp_path / "cells_masks.tif", sample.label.astype(np.uint16))
+    stdout = run_example(
+        "validate_with_oracle.py",
+        "--image",
+        str(tmp_path / "cells.tif"),
+        "--label",
+        str(tmp_path / "cells_masks.tif"),
+    )
+    assert f"image (48, 64, 1), {int(sample.label.max())} cells" in stdout
+    assert "all checks passed" in stdout
+
+
+def test_segment_folder(tmp_path):
+    import tifffile
+
+    from lacss_core.data import synthetic_cells
+    from lacss_core.models import Lacss
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, size in enumerate([(64, 64), (40, 72)]):
+        tifffile.imwrite(images / f"cells{i}.tif", synthetic_cells(i, size=size).image[..., 0])
+    model = Lacss.from_preset("lacss_tiny")
+    model.build((None, None, None, 1))
+    model.save(tmp_path / "lacss.keras")
+
+    stdout = run_example(
+        "segment_folder.py", str(images), "--model", str(tmp_path / "lacss.keras"), "--overlay"
+    )
+    results = images / "lacss"
+    for i, size in enumerate([(64, 64), (40, 72)]):
+        label = tifffile.imread(results / f"cells{i}_label.tif")
+        assert label.shape == size
+        header = (results / f"cells{i}_cells.csv").read_text().splitlines()[0]
+        assert header.startswith("label,score,y,x,area")
+        assert (results / f"cells{i}_overlay.png").exists()
+        assert f"cells{i}.tif: {int(label.max())} cells" in stdout
