@@ -1,0 +1,230 @@
+"""ResNet encoder with a no-downsample stem and CBAM channel attention (SPEC 2)."""
+
+from __future__ import annotations
+
+import itertools
+
+import keras
+from keras import ops
+
+from lacss_core.models.normalization import check_normalization, make_norm
+
+CONV_INIT = "he_normal"
+
+
+def _conv(filters: int, size: int, name: str, strides: int = 1, **kwargs) -> keras.layers.Conv2D:
+    return keras.layers.Conv2D(
+        filters, size, strides=strides, padding="same", kernel_initializer=CONV_INIT, name=name,
+        **kwargs,
+    )  # fmt: skip
+
+
+def _with_channels(shape, channels: int) -> tuple:
+    """``shape`` (B, H, W, C) with its channel count replaced; spatial sizes are left ``None``
+    because every layer here is size-agnostic."""
+    return (shape[0], None, None, channels)
+
+
+def _positive_ints(values, name: str) -> list[int]:
+    values = list(values)
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ValueError(f"{name} must be a non-empty list of positive ints, got {values!r}")
+    return values
+
+
+@keras.saving.register_keras_serializable(package="lacss")
+class ChannelAttention(keras.layers.Layer):
+    """CBAM channel attention: ``x * sigmoid(MLP(maxpool(x)) + MLP(avgpool(x)))``.
+
+    One MLP ``Dense(max(1, C // reduction)) + ReLU -> Dense(C)`` is shared by both pooled vectors.
+    Input and output ``(B, H, W, C)`` float32.
+    """
+
+    def __init__(self, reduction: int = 16, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
+            raise ValueError(f"reduction must be a positive int, got {reduction!r}")
+        self.reduction = reduction
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        hidden = max(1, channels // self.reduction)
+        self.squeeze = keras.layers.Dense(hidden, activation="relu", name="squeeze")
+        self.excite = keras.layers.Dense(channels, name="excite")
+        self.squeeze.build((None, channels))
+        self.excite.build((None, hidden))
+        self.built = True
+
+    def call(self, x):
+        pooled_max = ops.max(x, axis=(1, 2))
+        pooled_avg = ops.mean(x, axis=(1, 2))
+        logits = self.excite(self.squeeze(pooled_max)) + self.excite(self.squeeze(pooled_avg))
+        return x * ops.sigmoid(logits)[:, None, None, :]
+
+    def get_config(self):
+        return {**super().get_config(), "reduction": self.reduction}
+
+
+@keras.saving.register_keras_serializable(package="lacss")
+class Bottleneck(keras.layers.Layer):
+    """ResNet bottleneck with channel attention before the residual add (SPEC 2).
+
+    ``conv1x1(n)+norm+ReLU -> conv3x3(n, stride)+norm+ReLU -> conv1x1(expansion*n)+norm ->
+    channel attention -> + shortcut -> ReLU``. The shortcut is ``conv1x1(expansion*n, stride)+norm``
+    when the stride or channel count changes, else the identity.
+    Input ``(B, H, W, C)``; output ``(B, ceil(H/stride), ceil(W/stride), expansion*n)``.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        strides: int = 1,
+        expansion: int = 4,
+        normalization: str = "batch",
+        attention_reduction: int = 16,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.strides = strides
+        self.expansion = expansion
+        self.normalization = check_normalization(normalization)
+        self.attention_reduction = attention_reduction
+        out = filters * expansion
+        self.conv1 = _conv(filters, 1, "conv1", use_bias=False)
+        self.norm1 = make_norm(normalization, filters, "norm1")
+        self.conv2 = _conv(filters, 3, "conv2", strides=strides, use_bias=False)
+        self.norm2 = make_norm(normalization, filters, "norm2")
+        self.conv3 = _conv(out, 1, "conv3", use_bias=False)
+        self.norm3 = make_norm(normalization, out, "norm3")
+        self.attention = ChannelAttention(attention_reduction, name="attention")
+
+    def build(self, input_shape):
+        out = self.filters * self.expansion
+        self.projects = self.strides != 1 or input_shape[-1] != out
+        if self.projects:
+            self.shortcut_conv = _conv(
+                out, 1, "shortcut_conv", strides=self.strides, use_bias=False
+            )
+            self.shortcut_norm = make_norm(self.normalization, out, "shortcut_norm")
+            self.shortcut_conv.build(input_shape)
+            self.shortcut_norm.build(_with_channels(input_shape, out))
+        narrow = _with_channels(input_shape, self.filters)
+        self.conv1.build(input_shape)
+        self.norm1.build(narrow)
+        self.conv2.build(narrow)
+        self.norm2.build(narrow)
+        self.conv3.build(narrow)
+        self.norm3.build(_with_channels(input_shape, out))
+        self.attention.build(_with_channels(input_shape, out))
+        self.built = True
+
+    def call(self, x, training=False):
+        y = ops.relu(self.norm1(self.conv1(x), training=training))
+        y = ops.relu(self.norm2(self.conv2(y), training=training))
+        y = self.attention(self.norm3(self.conv3(y), training=training))
+        shortcut = x
+        if self.projects:
+            shortcut = self.shortcut_norm(self.shortcut_conv(x), training=training)
+        return ops.relu(y + shortcut)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "strides": self.strides,
+            "expansion": self.expansion,
+            "normalization": self.normalization,
+            "attention_reduction": self.attention_reduction,
+        }
+
+
+@keras.saving.register_keras_serializable(package="lacss")
+class ResNetBackbone(keras.layers.Layer):
+    """No-downsample stem plus ResNet bottleneck stages (SPEC 2).
+
+    Stem: ``conv3x3(stem_filters[0])+ReLU, conv3x3(stem_filters[1])+ReLU, norm`` at stride 1.
+    Stage ``i`` has ``stage_blocks[i]`` bottlenecks of width ``stage_widths[i]``; its first block
+    has stride 2. Input ``(B, H, W, C)`` float32 with ``H, W`` multiples of ``2**len(stages)``;
+    output: list of stage outputs ``[C1, C2, ...]``, ``C_i`` of shape
+    ``(B, H/2**i, W/2**i, expansion*stage_widths[i-1])``.
+    """
+
+    def __init__(
+        self,
+        stem_filters=(24, 64),
+        stage_blocks=(3, 4, 6, 3),
+        stage_widths=(64, 128, 256, 512),
+        expansion: int = 4,
+        normalization: str = "batch",
+        attention_reduction: int = 16,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.stem_filters = _positive_ints(stem_filters, "stem_filters")
+        self.stage_blocks = _positive_ints(stage_blocks, "stage_blocks")
+        self.stage_widths = _positive_ints(stage_widths, "stage_widths")
+        if len(self.stage_blocks) != len(self.stage_widths):
+            raise ValueError(
+                f"stage_blocks {self.stage_blocks} and stage_widths {self.stage_widths} must have "
+                "the same length"
+            )
+        self.expansion = expansion
+        self.normalization = check_normalization(normalization)
+        self.attention_reduction = attention_reduction
+        self.stem_convs = [
+            _conv(f, 3, f"stem_conv{i}", activation="relu") for i, f in enumerate(self.stem_filters)
+        ]
+        self.stem_norm = make_norm(normalization, self.stem_filters[-1], "stem_norm")
+        # One flat list (Keras tracks flat lists of layers reliably), stage after stage.
+        self.blocks = [
+            Bottleneck(
+                width,
+                strides=2 if b == 0 else 1,
+                expansion=expansion,
+                normalization=normalization,
+                attention_reduction=attention_reduction,
+                name=f"stage{s + 1}_block{b}",
+            )
+            for s, width in enumerate(self.stage_widths)
+            for b in range(self.stage_blocks[s])
+        ]
+
+    @property
+    def output_channels(self) -> list[int]:
+        """Channel counts of ``[C1, C2, ...]``."""
+        return [w * self.expansion for w in self.stage_widths]
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for conv in self.stem_convs:
+            conv.build(shape)
+            shape = _with_channels(shape, conv.filters)
+        self.stem_norm.build(shape)
+        for block in self.blocks:
+            block.build(shape)
+            shape = _with_channels(shape, block.filters * block.expansion)
+        self.built = True
+
+    def call(self, x, training=False):
+        for conv in self.stem_convs:
+            x = conv(x)
+        x = self.stem_norm(x, training=training)
+        stage_ends = set(itertools.accumulate(self.stage_blocks))
+        outputs = []
+        for i, block in enumerate(self.blocks, start=1):
+            x = block(x, training=training)
+            if i in stage_ends:
+                outputs.append(x)
+        return outputs
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "stem_filters": list(self.stem_filters),
+            "stage_blocks": list(self.stage_blocks),
+            "stage_widths": list(self.stage_widths),
+            "expansion": self.expansion,
+            "normalization": self.normalization,
+            "attention_reduction": self.attention_reduction,
+        }

@@ -1,0 +1,60 @@
+"""Feature pyramid network with nearest-neighbour upsampling (SPEC 2)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+def upsample2x_nearest(x):
+    """Nearest-neighbour 2x upsampling: ``(B, H, W, C) -> (B, 2H, 2W, C)``, ``out[2i+a, 2j+b] =
+    x[i, j]``. ``ops.repeat`` gives the same result on every backend (no resize kernel involved)."""
+    return ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+
+
+@keras.saving.register_keras_serializable(package="lacss")
+class FPN(keras.layers.Layer):
+    """Top-down feature pyramid (SPEC 2).
+
+    ``lat_k = conv1x1(C_k)``; the coarsest output is ``P_L = lat_L`` (no conv, no ReLU);
+    ``P_k = relu(conv3x3(lat_k + upsample2x_nearest(P_{k+1})))`` going finer, using the post-conv
+    ``P_{k+1}``. Input: list ``[C1, ..., C_L]`` with ``C_k`` of shape ``(B, H/2**k, W/2**k, *)``
+    (each level exactly half the previous); output: list ``[P1, ..., P_L]``, all ``channels`` wide.
+    """
+
+    def __init__(self, channels: int = 256, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be a positive int, got {channels!r}")
+        self.channels = channels
+
+    def build(self, input_shape):
+        levels = len(input_shape)
+        if levels < 2:
+            raise ValueError(f"FPN needs at least 2 input levels, got {levels}")
+        self.laterals = [
+            keras.layers.Conv2D(self.channels, 1, padding="same", name=f"lateral{k + 1}")
+            for k in range(levels)
+        ]
+        self.smooths = [
+            keras.layers.Conv2D(
+                self.channels, 3, padding="same", activation="relu", name=f"smooth{k + 1}"
+            )
+            for k in range(levels - 1)
+        ]
+        for lateral, shape in zip(self.laterals, input_shape, strict=True):
+            lateral.build(tuple(shape))
+        for smooth in self.smooths:
+            smooth.build((None, None, None, self.channels))
+        self.built = True
+
+    def call(self, features):
+        laterals = [conv(c) for conv, c in zip(self.laterals, features, strict=True)]
+        outputs = [laterals[-1]]
+        for k in range(len(laterals) - 2, -1, -1):
+            merged = laterals[k] + upsample2x_nearest(outputs[0])
+            outputs.insert(0, self.smooths[k](merged))
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}

@@ -1,0 +1,425 @@
+"""The LACSS task model: backbone, FPN, LPN, segmentor, optional auxnet, and its losses."""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import keras
+from keras import ops
+
+from lacss_core import ops as lops
+from lacss_core.models.auxnet import AuxNet
+from lacss_core.models.backbone import ResNetBackbone
+from lacss_core.models.fpn import FPN
+from lacss_core.models.lpn import LPNHead
+from lacss_core.models.normalization import check_normalization
+from lacss_core.models.presets import preset_config, preset_names
+from lacss_core.models.segmentor import Segmentor
+
+# SPEC 1: inputs are zero padded bottom/right to a multiple of 32 (>= the coarsest stride, 16).
+PAD_MULTIPLE = 32
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _check_number(value, name: str, *, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ValueError(f"{name} must be a number >= {minimum}, got {value!r}")
+    return value
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+@keras.saving.register_keras_serializable(package="lacss")
+class Lacss(keras.Model):
+    """LACSS: location proposals plus per-location instance patches (SPEC 2, 5-9).
+
+    Every argument is a plain Python value (the config). Architecture: see the layer classes;
+    ``lpn_level`` picks the FPN level (2..number of stages) the LPN reads, stride ``2**lpn_level``.
+    Proposals: ``pre_nms_topk`` candidates, greedy NMS at ``nms_distance`` pixels (default: the
+    LPN stride); inference keeps up to ``max_output`` with score ``>= min_score``; training (for
+    location mixing) up to ``train_max_output`` with score ``>= train_min_score``, then GT LOIs
+    take a proposal within ``mix_distance`` pixels (SPEC 6). Loss weights ``lpn_loss_weight``,
+    ``seg_loss_weight``, ``boundary_loss_weight`` are the paper's ``w0, w1, w2``.
+
+    Use ``Lacss.from_preset("lacss_resnet50")`` (the paper) or ``"lacss_tiny"`` (tests, CPU demos).
+    """
+
+    def __init__(
+        self,
+        stem_filters=(24, 64),
+        stage_blocks=(3, 4, 6, 3),
+        stage_widths=(64, 128, 256, 512),
+        expansion: int = 4,
+        attention_reduction: int = 16,
+        normalization: str = "batch",
+        fpn_channels: int = 256,
+        lpn_level: int = 3,
+        lpn_filters: int = 1024,
+        segmentor_filters: int = 64,
+        segmentor_trunk_layers: int = 3,
+        crop_size: int = 96,
+        use_auxnet: bool = False,
+        auxnet_filters: int = 32,
+        auxnet_layers: int = 4,
+        pre_nms_topk: int = 4096,
+        max_output: int = 1024,
+        min_score: float = 0.2,
+        train_max_output: int = 512,
+        train_min_score: float = 0.0,
+        nms_distance: float | None = None,
+        mix_distance: float = 16.0,
+        lpn_loss_weight: float = 1.0,
+        seg_loss_weight: float = 1.0,
+        boundary_loss_weight: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        num_levels = len(list(stage_blocks))
+        if isinstance(lpn_level, bool) or not isinstance(lpn_level, int):
+            raise ValueError(f"lpn_level must be an int, got {lpn_level!r}")
+        if not 2 <= lpn_level <= num_levels:
+            raise ValueError(f"lpn_level must be in [2, {num_levels}], got {lpn_level}")
+        self.normalization = check_normalization(normalization)
+        self.lpn_level = lpn_level
+        self.use_auxnet = bool(use_auxnet)
+        self.auxnet_filters = auxnet_filters
+        self.auxnet_layers = auxnet_layers
+        self.pre_nms_topk = _check_positive_int(pre_nms_topk, "pre_nms_topk")
+        self.max_output = _check_positive_int(max_output, "max_output")
+        self.train_max_output = _check_positive_int(train_max_output, "train_max_output")
+        self.min_score = _check_number(min_score, "min_score")
+        self.train_min_score = _check_number(train_min_score, "train_min_score")
+        if nms_distance is not None:
+            _check_number(nms_distance, "nms_distance")
+        self.nms_distance = nms_distance
+        self.mix_distance = _check_number(mix_distance, "mix_distance")
+        self.lpn_loss_weight = _check_number(lpn_loss_weight, "lpn_loss_weight")
+        self.seg_loss_weight = _check_number(seg_loss_weight, "seg_loss_weight")
+        self.boundary_loss_weight = _check_number(boundary_loss_weight, "boundary_loss_weight")
+
+        self.backbone = ResNetBackbone(
+            stem_filters=stem_filters,
+            stage_blocks=stage_blocks,
+            stage_widths=stage_widths,
+            expansion=expansion,
+            normalization=normalization,
+            attention_reduction=attention_reduction,
+            name="backbone",
+        )
+        self.fpn = FPN(fpn_channels, name="fpn")
+        self.lpn = LPNHead(lpn_filters, normalization=normalization, name="lpn")
+        self.segmentor = Segmentor(
+            segmentor_filters, segmentor_trunk_layers, crop_size, name="segmentor"
+        )
+        self.auxnet = AuxNet(auxnet_filters, auxnet_layers, name="auxnet") if use_auxnet else None
+
+        self.lpn_loss_tracker = keras.metrics.Mean(name="lpn_loss")
+        self.seg_loss_tracker = keras.metrics.Mean(name="seg_loss")
+        self.boundary_loss_tracker = (
+            keras.metrics.Mean(name="boundary_loss") if use_auxnet else None
+        )
+
+    # ------------------------------------------------------------------ config and presets
+    def get_config(self):
+        backbone = self.backbone
+        return {
+            **super().get_config(),
+            "stem_filters": list(backbone.stem_filters),
+            "stage_blocks": list(backbone.stage_blocks),
+            "stage_widths": list(backbone.stage_widths),
+            "expansion": backbone.expansion,
+            "attention_reduction": backbone.attention_reduction,
+            "normalization": self.normalization,
+            "fpn_channels": self.fpn.channels,
+            "lpn_level": self.lpn_level,
+            "lpn_filters": self.lpn.filters,
+            "segmentor_filters": self.segmentor.filters,
+            "segmentor_trunk_layers": self.segmentor.trunk_layers,
+            "crop_size": self.segmentor.crop_size,
+            "use_auxnet": self.use_auxnet,
+            "auxnet_filters": self.auxnet_filters,
+            "auxnet_layers": self.auxnet_layers,
+            "pre_nms_topk": self.pre_nms_topk,
+            "max_output": self.max_output,
+            "min_score": self.min_score,
+            "train_max_output": self.train_max_output,
+            "train_min_score": self.train_min_score,
+            "nms_distance": self.nms_distance,
+            "mix_distance": self.mix_distance,
+            "lpn_loss_weight": self.lpn_loss_weight,
+            "seg_loss_weight": self.seg_loss_weight,
+            "boundary_loss_weight": self.boundary_loss_weight,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @classmethod
+    def presets(cls) -> list[str]:
+        """Names accepted by ``from_preset``."""
+        return preset_names()
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> Lacss:
+        """A new (randomly initialised) model from a named config, with keyword overrides.
+
+        Raises ``ValueError`` for an unknown preset (listing the names) or an unknown override.
+        """
+        config = preset_config(name)
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+        unknown = sorted(set(overrides) - accepted - {"name", "dtype", "trainable"})
+        if unknown:
+            raise ValueError(f"unknown Lacss arguments in overrides: {unknown}")
+        config.update(overrides)
+        config.setdefault("name", name)
+        return cls(**config)
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def lpn_stride(self) -> int:
+        """Stride in pixels of the LPN grid: ``2**lpn_level``."""
+        return 2**self.lpn_level
+
+    @property
+    def crop_size(self) -> int:
+        return self.segmentor.crop_size
+
+    def _nms_distance(self) -> float:
+        return float(self.lpn_stride if self.nms_distance is None else self.nms_distance)
+
+    # ------------------------------------------------------------------ build
+    def build(self, input_shape):
+        """Build every sub-layer from the image shape ``(B, H, W, C)`` (or a dict holding it
+        under ``"image"``); only ``C`` matters, so any image size runs afterwards."""
+        if isinstance(input_shape, dict):
+            input_shape = input_shape["image"]
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError("the image channel count must be known to build Lacss")
+        image_shape = (None, None, None, channels)
+        self.backbone.build(image_shape)
+        level_shapes = [(None, None, None, c) for c in self.backbone.output_channels]
+        self.fpn.build(level_shapes)
+        pyramid_shape = (None, None, None, self.fpn.channels)
+        self.lpn.build(pyramid_shape)
+        self.segmentor.build(pyramid_shape)
+        if self.auxnet is not None:
+            self.auxnet.build(image_shape)
+        self.built = True
+
+    # ------------------------------------------------------------------ forward
+    @staticmethod
+    def _unpack(inputs):
+        """``(images, gt_locations or None)`` from an image tensor or ``{"image", "locations"}``."""
+        if isinstance(inputs, dict):
+            if "image" not in inputs:
+                raise ValueError(f"inputs dict needs an 'image' entry, got keys {sorted(inputs)}")
+            return inputs["image"], inputs.get("locations")
+        return inputs, None
+
+    def _dense(self, images, training):
+        """Everything computed once per image (no per-instance work).
+
+        Returns the LPN maps cropped to the ``ceil(H/s) x ceil(W/s)`` grid, the proposal
+        candidates (``decode_proposals``), the segmentor's shared features on the padded image
+        ``(B, Hp/2, Wp/2, F)``, and the boundary map ``(B, H, W)`` when the auxnet is on.
+        """
+        if len(images.shape) != 4:
+            raise ValueError(f"images must have shape (B, H, W, C), got {tuple(images.shape)}")
+        height, width = int(images.shape[1]), int(images.shape[2])
+        padded = ops.pad(
+            images,
+            [
+                [0, 0],
+                [0, -height % PAD_MULTIPLE],
+                [0, -width % PAD_MULTIPLE],
+                [0, 0],
+            ],
+        )
+        pyramid = self.fpn(self.backbone(padded, training=training))
+        scores, offsets = self.lpn(pyramid[self.lpn_level - 1], training=training)
+        stride = self.lpn_stride
+        grid_h, grid_w = math.ceil(height / stride), math.ceil(width / stride)
+        scores, offsets = scores[:, :grid_h, :grid_w], offsets[:, :grid_h, :grid_w]
+        candidates, candidate_scores = lops.decode_proposals(
+            scores, offsets, (height, width), stride
+        )
+        dense = {
+            "lpn_scores": scores,
+            "lpn_offsets": offsets,
+            "candidates": candidates,
+            "candidate_scores": candidate_scores,
+            "shared_features": self.segmentor.shared_features(pyramid[0]),
+        }
+        if self.auxnet is not None:
+            # On the unpadded image: the auxnet is stride 1, so the boundary map then does not
+            # depend on how much padding the backbone needed.
+            dense["boundary"] = self.auxnet(images)
+        return dense
+
+    def segment_locations(self, shared_features, locations):
+        """The per-instance layers for a fixed set of locations.
+
+        Args:
+            shared_features: ``(B, Hp/2, Wp/2, F)`` from the segmentor trunk.
+            locations: ``(B, M, 2)`` float32 pixels, ``-1`` padded.
+        Returns:
+            dict: ``patches (B, M, c, c)`` float32 probabilities (zeros on invalid rows),
+            ``origins (B, M, 2)`` int32 image pixel of patch pixel ``(0, 0)``,
+            ``valid (B, M)`` bool.
+        """
+        crop = self.crop_size
+        valid = ops.all(locations >= 0, axis=-1)
+        patches = self.segmentor.decode_patches(
+            lops.gather_patches(shared_features, locations, crop),
+            lops.location_tensor(locations, crop),
+        )
+        patches = patches * ops.cast(valid, patches.dtype)[:, :, None, None]
+        return {
+            "patches": patches,
+            "origins": lops.patch_origins(locations, crop),
+            "valid": valid,
+        }
+
+    def _proposals(self, dense, *, max_output, min_score):
+        locations, scores, _ = lops.nms(
+            dense["candidates"],
+            dense["candidate_scores"],
+            max_output=max_output,
+            nms_distance=self._nms_distance(),
+            min_score=float(min_score),
+            pre_nms_topk=self.pre_nms_topk,
+        )
+        return locations, scores
+
+    def _dense_outputs(self, dense):
+        keys = ("lpn_scores", "lpn_offsets", "boundary")
+        return {key: dense[key] for key in keys if key in dense}
+
+    def call(self, inputs, training=False):
+        """Forward pass with fixed-size outputs.
+
+        Args:
+            inputs: images ``(B, H, W, C)`` float32 (any ``H, W``), or a dict ``{"image": ...,
+                "locations": (B, N, 2) GT LOIs, -1 padded}``.
+            training: BatchNorm mode (batch statistics and moving-average updates when True).
+        Returns:
+            dict. Always ``lpn_scores (B, h, w)`` post-sigmoid and ``lpn_offsets (B, h, w, 2)``
+            grid units on the ``h, w = ceil(H/s), ceil(W/s)`` grid, and ``boundary (B, H, W)``
+            when the auxnet is on. Without GT locations (inference): ``locations (B, M, 2)``,
+            ``scores (B, M)`` (NMS output, ``M = max_output``, score-ordered, ``-1`` padded),
+            ``patches (B, M, c, c)``, ``origins (B, M, 2)`` int32, ``valid (B, M)`` bool.
+            With GT locations (training, and evaluation of the training loss): proposals from the
+            training NMS settings are mixed into the GT (SPEC 6) and ``locations``, ``patches``,
+            ``origins``, ``valid`` are those of the ``N`` mixed locations in GT order (row ``n``
+            belongs to label ``n + 1``); the proposals are returned as ``proposals (B, M', 2)``
+            and ``proposal_scores (B, M')`` with ``M' = train_max_output``; there is no
+            ``scores`` entry, since GT rows have none.
+        """
+        images, gt_locations = self._unpack(inputs)
+        dense = self._dense(images, training)
+        outputs = self._dense_outputs(dense)
+        if gt_locations is None:
+            locations, scores = self._proposals(
+                dense, max_output=self.max_output, min_score=self.min_score
+            )
+            outputs.update(locations=locations, scores=scores)
+        else:
+            proposals, proposal_scores = self._proposals(
+                dense, max_output=self.train_max_output, min_score=self.train_min_score
+            )
+            locations = lops.mix_locations(
+                gt_locations, proposals, mix_distance=float(self.mix_distance)
+            )
+            outputs.update(
+                locations=locations, proposals=proposals, proposal_scores=proposal_scores
+            )
+        outputs.update(self.segment_locations(dense["shared_features"], locations))
+        return outputs
+
+    def predict_compact(self, images, min_slots: int = 16):
+        """Inference equal to ``call(images)`` that runs the per-instance layers on fewer slots.
+
+        ``max_output`` is a capacity: the segmentor head costs the same for every slot, valid or
+        not (SPEC 2). This runs the dense part, reads the largest valid-proposal count ``n`` in
+        the batch (one device-to-host sync, so call it eagerly, not under ``jit``), runs the head
+        on ``S = min(max_output, max(min_slots, next_power_of_two(n)))`` slots (few distinct
+        shapes to compile) and pads the results back to ``max_output`` rows exactly as ``call``
+        returns them (zero patches, ``(0, 0)`` origins, invalid).
+
+        Args:
+            images: ``(B, H, W, C)`` float32.
+            min_slots: smallest slot count to run (Python int >= 1).
+        Returns:
+            The same dict as ``call(images, training=False)``.
+        """
+        min_slots = _check_positive_int(min_slots, "min_slots")
+        dense = self._dense(images, training=False)
+        locations, scores = self._proposals(
+            dense, max_output=self.max_output, min_score=self.min_score
+        )
+        valid_count = int(ops.convert_to_numpy(ops.max(ops.sum(locations[..., 0] >= 0, axis=1))))
+        slots = min(self.max_output, max(min_slots, _next_power_of_two(valid_count)))
+        instances = self.segment_locations(dense["shared_features"], locations[:, :slots])
+        missing = self.max_output - slots
+        outputs = self._dense_outputs(dense)
+        outputs.update(
+            locations=locations,
+            scores=scores,
+            patches=ops.pad(instances["patches"], [[0, 0], [0, missing], [0, 0], [0, 0]]),
+            origins=ops.pad(instances["origins"], [[0, 0], [0, missing], [0, 0]]),
+            valid=ops.all(locations >= 0, axis=-1),
+        )
+        return outputs
+
+    # ------------------------------------------------------------------ losses
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The training objective from ``lacss_core.ops`` only, so ``fit()`` runs on any backend.
+
+        Args:
+            x: ``{"image": (B, H, W, C), "locations": (B, N, 2) GT LOIs, -1 padded}``.
+            y: ``{"label": (B, H, W) int32}`` (fully supervised, LOI row ``n`` <-> label
+                ``n + 1``) or ``{"mask": (B, H, W) float32}`` (weakly supervised foreground).
+            y_pred: ``call(x)`` outputs (mixed locations, since ``x`` holds GT locations).
+            sample_weight: not supported (must be None).
+        Returns:
+            Scalar float32: fully supervised ``w0 L_LPN + w1 L_FS``; weakly supervised
+            ``w0 L_LPN + w1 L_WS (+ w2 L_CB with the auxnet)`` (SPEC 8), plus any layer losses.
+            ``lpn_loss``, ``seg_loss`` (and ``boundary_loss``) are tracked as metrics, unweighted.
+        """
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported by Lacss.compute_loss")
+        images, gt_locations = self._unpack(x)
+        if gt_locations is None:
+            raise ValueError("x must be a dict with the GT 'locations' to compute the loss")
+        if not isinstance(y, dict) or not ({"label", "mask"} & set(y)):
+            raise ValueError("y must be a dict with a 'label' (supervised) or 'mask' entry")
+        image_shape = (int(images.shape[1]), int(images.shape[2]))
+        score_target, offset_target = lops.lpn_targets(gt_locations, image_shape, self.lpn_stride)
+        lpn_loss = lops.lpn_loss(
+            y_pred["lpn_scores"], y_pred["lpn_offsets"], score_target, offset_target
+        )
+        patches, locations = y_pred["patches"], y_pred["locations"]
+        if "label" in y:
+            seg_loss = lops.fs_seg_loss(patches, locations, y["label"])
+        else:
+            seg_loss = lops.ws_seg_loss(patches, locations, y["mask"])
+        total = self.lpn_loss_weight * lpn_loss + self.seg_loss_weight * seg_loss
+        self.lpn_loss_tracker.update_state(lpn_loss)
+        self.seg_loss_tracker.update_state(seg_loss)
+        if "label" not in y and self.auxnet is not None:  # SPEC 8: no auxnet, no L_CB
+            boundary_loss = lops.boundary_loss(patches, locations, y_pred["boundary"])
+            total = total + self.boundary_loss_weight * boundary_loss
+            self.boundary_loss_tracker.update_state(boundary_loss)
+        if self.losses:
+            total = total + ops.sum(ops.stack(self.losses))
+        return total

@@ -1,0 +1,63 @@
+"""Location proposal network head (SPEC 2)."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from lacss_core.models.normalization import check_normalization, make_norm
+
+# Focal-loss prior (Lin et al. 2017): start every cell at score ~0.01 so the many negatives do
+# not swamp the first training steps.
+SCORE_PRIOR = 0.01
+
+
+@keras.saving.register_keras_serializable(package="lacss")
+class LPNHead(keras.layers.Layer):
+    """``conv3x3(F)+norm+ReLU -> conv1x1(F)+norm+ReLU ->`` score and offset heads (SPEC 2).
+
+    Input: ``(B, h, w, C)`` float32 feature map of one FPN level (stride ``s``).
+    Output: ``(scores (B, h, w), offsets (B, h, w, 2))``: scores are post-sigmoid probabilities;
+    offsets ``(dy, dx)`` are linear, in grid units (multiply by ``s`` for pixels).
+    """
+
+    def __init__(self, filters: int = 1024, normalization: str = "batch", **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
+            raise ValueError(f"filters must be a positive int, got {filters!r}")
+        self.filters = filters
+        self.normalization = check_normalization(normalization)
+        self.conv1 = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name="conv1")
+        self.norm1 = make_norm(normalization, filters, "norm1")
+        self.conv2 = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False, name="conv2")
+        self.norm2 = make_norm(normalization, filters, "norm2")
+        prior_logit = -math.log((1 - SCORE_PRIOR) / SCORE_PRIOR)
+        self.score = keras.layers.Conv2D(
+            1, 1, bias_initializer=keras.initializers.Constant(prior_logit), name="score"
+        )
+        self.offset = keras.layers.Conv2D(2, 1, name="offset")
+
+    def build(self, input_shape):
+        hidden = (input_shape[0], None, None, self.filters)
+        self.conv1.build(tuple(input_shape))
+        self.norm1.build(hidden)
+        self.conv2.build(hidden)
+        self.norm2.build(hidden)
+        self.score.build(hidden)
+        self.offset.build(hidden)
+        self.built = True
+
+    def call(self, x, training=False):
+        x = ops.relu(self.norm1(self.conv1(x), training=training))
+        x = ops.relu(self.norm2(self.conv2(x), training=training))
+        scores = ops.sigmoid(self.score(x))[..., 0]
+        return scores, self.offset(x)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "normalization": self.normalization,
+        }
