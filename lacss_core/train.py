@@ -1,0 +1,454 @@
+"""Training on top of ``model.compile`` + ``model.fit``: step-indexed data, atomic checkpoints with
+resume, validation AP with the best model kept, and a training-curve plot.
+
+The loop is Keras's own ``fit``, so it runs unchanged on JAX and PyTorch. Each fit "epoch" is one
+optimizer step: Keras resets the loss trackers every epoch, so the logged values are that step's
+losses (not running means), and the epoch number is the global step index, which is what makes the
+schedule resumable: the batch for step ``t`` is a pure function of ``t`` and the dataset's seed, so
+a run resumed from the checkpoint at step ``t0`` sees exactly the batches an uninterrupted run sees.
+
+Checkpoint folder layout (``checkpoint_dir``)::
+
+    state.json           {"step", "checkpoint" (file name), "best", "history"}
+    ckpt-00000100.keras  the model (weights + optimizer state) after step 100 (the last one only)
+    best.keras           the model with the highest validation AP50 so far
+
+Every file is written to a temporary name in the same folder and moved into place with
+``os.replace`` (atomic on POSIX and Windows), and ``state.json`` is replaced only after the
+checkpoint it names is complete, so a crash at any moment leaves a consistent, resumable folder.
+Old checkpoints are deleted only after ``state.json`` points at the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+#: Default Adam learning rate. The paper does not state one; 1e-3 (Adam's usual default) trains
+#: the tiny preset on synthetic cells in a few hundred steps, see docs/results.md.
+DEFAULT_LEARNING_RATE = 1e-3
+
+STATE_FILE = "state.json"
+BEST_FILE = "best.keras"
+_CHECKPOINT_PREFIX = "ckpt-"
+_TMP_PREFIX = ".tmp-"
+
+
+# ----------------------------------------------------------------------------------------------
+# Step-indexed data
+
+
+class StepBatches(keras.utils.PyDataset):
+    """The batches for global steps ``start, start + 1, ..., stop - 1``, in that order.
+
+    Step ``t`` reads batch ``t % len(data)`` of pass ``t // len(data)`` over ``data``. If ``data``
+    has an ``epoch`` attribute (as ``lacss_core.data.LacssDataset``, whose order and augmentation
+    are seeded by ``(seed, epoch, index)``), it is set to the pass number before each read, so the
+    batch is a pure function of the step. Reads happen one at a time in the training thread
+    (``workers=1``; the wrapped dataset's own workers are not used), so setting ``epoch`` and
+    reading cannot interleave with another read.
+
+    Args:
+        data: a sequence of ``(x, y)`` batches (``__len__`` and ``__getitem__``), typically a
+            ``keras.utils.PyDataset`` in the training batch format.
+        start: first global step (0-based), ``0 <= start <= stop``.
+        stop: one past the last global step.
+    """
+
+    def __init__(self, data, start: int, stop: int):
+        super().__init__(workers=1, use_multiprocessing=False)
+        if len(data) < 1:
+            raise ValueError(f"train_data: need at least one batch, got length {len(data)}")
+        if not 0 <= start <= stop:
+            raise ValueError(f"start, stop: need 0 <= start <= stop, got start={start} stop={stop}")
+        self.data, self.start, self.stop = data, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def batch_for_step(self, step: int):
+        """The ``(x, y)`` batch of global step ``step``."""
+        epoch, index = divmod(step, len(self.data))
+        if hasattr(self.data, "epoch"):
+            self.data.epoch = epoch
+        return self.data[index]
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} steps")
+        return self.batch_for_step(self.start + index)
+
+
+# ----------------------------------------------------------------------------------------------
+# Atomic files and checkpoint state
+
+
+def _write_json_atomic(path: str, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` via a temporary file in the same folder + os.replace."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, _TMP_PREFIX + name)
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _save_model_atomic(model: keras.Model, path: str) -> None:
+    """``model.save(path)`` through a temporary ``.keras`` file in the same folder."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, _TMP_PREFIX + name)  # still ends in .keras, as model.save requires
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def checkpoint_name(step: int) -> str:
+    """File name of the checkpoint taken after ``step`` completed steps."""
+    return f"{_CHECKPOINT_PREFIX}{step:08d}.keras"
+
+
+def load_state(checkpoint_dir: str) -> dict | None:
+    """The resume state of ``checkpoint_dir`` (see the module docstring), or None if it has none."""
+    path = os.path.join(checkpoint_dir, STATE_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _remove_stale_files(checkpoint_dir: str, keep: str | None) -> None:
+    """Delete temporary files and every checkpoint except ``keep`` (the one the state names)."""
+    for name in os.listdir(checkpoint_dir):
+        stale_checkpoint = name.startswith(_CHECKPOINT_PREFIX) and name != keep
+        if name.startswith(_TMP_PREFIX) or stale_checkpoint:
+            os.remove(os.path.join(checkpoint_dir, name))
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+
+
+def evaluate_ap(model: keras.Model, validation_data, **predict_kwargs) -> dict[str, float]:
+    """COCO mask AP (SPEC 10) of ``model`` on held-out images, all images pooled.
+
+    Args:
+        model: a ``lacss_core.models.Lacss``.
+        validation_data: a sequence of ``lacss_core.data.Sample`` with a label (e.g.
+            ``SyntheticCells``), or of ``(image, label)`` pairs: image ``(H, W, C)`` or ``(H, W)``
+            (raw; ``predict_instances`` normalises it as in training, to [0, 1] by default),
+            label int ``(H, W)`` with 0 = background.
+        **predict_kwargs: passed to ``lacss_core.predict.predict_instances``.
+
+    Returns:
+        ``{"ap50": ..., "ap75": ..., "map": ...}``, floats in [0, 1] (NaN if no image holds a cell).
+    """
+    from lacss_core.metrics import coco_mask_ap
+    from lacss_core.predict import predict_instances
+
+    gt_labels, pred_labels, pred_scores = [], [], []
+    for image, label in _image_label_pairs(validation_data):
+        pred, details = predict_instances(model, image, **predict_kwargs)
+        gt_labels.append(label)
+        pred_labels.append(pred)
+        pred_scores.append(details["scores"])
+    result = coco_mask_ap(pred_labels, gt_labels, pred_scores)
+    return {"ap50": result.ap50, "ap75": result.ap75, "map": result.map}
+
+
+def _image_label_pairs(validation_data):
+    for i, item in enumerate(validation_data):
+        if hasattr(item, "image"):
+            if item.label is None:
+                raise ValueError(f"validation_data[{i}]: a Sample without a label (AP needs one)")
+            yield item.image, np.asarray(item.label)
+        else:
+            image, label = item
+            yield image, np.asarray(label)
+
+
+# ----------------------------------------------------------------------------------------------
+# The monitor callback: history, validation, best model, checkpoints, progress lines
+
+
+class _TrainingMonitor(keras.callbacks.Callback):
+    """Records per-step logs and runs validation and checkpointing at their step counts.
+
+    Fit epochs are steps (see the module docstring): ``on_epoch_end(t)`` runs after global step
+    ``t`` (0-based), i.e. after ``t + 1`` completed steps; on JAX the model variables are synced
+    to the trained state before ``on_epoch_end``, so saving and predicting here see it.
+    """
+
+    def __init__(
+        self,
+        *,
+        total_steps,
+        state,
+        checkpoint_dir,
+        checkpoint_every,
+        validate,
+        validate_every,
+        print_every,
+        out,
+    ):
+        super().__init__()
+        self.total_steps = total_steps
+        self.history = state["history"]
+        self.best = state["best"]
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.validate = validate
+        self.validate_every = validate_every
+        self.print_every = print_every
+        self.out = out
+        self._clock = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        self._record(done, logs or {})
+        if self.validate is not None and self._due(done, self.validate_every):
+            self._validate(done)
+        if self.checkpoint_dir and self._due(done, self.checkpoint_every):
+            self._checkpoint(done)
+        if self.print_every and self._due(done, self.print_every):
+            self._print(done)
+
+    def _due(self, done, every):
+        """Every ``every`` steps, and always after the last step of the run."""
+        return done % every == 0 or done == self.total_steps
+
+    def _record(self, done, logs):
+        self.history.setdefault("step", []).append(done)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+
+    def _validate(self, done):
+        scores = self.validate(self.model)
+        self.history.setdefault("val_step", []).append(done)
+        for key, value in scores.items():
+            self.history.setdefault(f"val_{key}", []).append(float(value))
+        # NaN (no ground truth) never counts as an improvement.
+        if scores["ap50"] > self.best.get("ap50", -math.inf):
+            self.best.update(step=done, ap50=float(scores["ap50"]))
+            if self.checkpoint_dir:
+                _save_model_atomic(self.model, os.path.join(self.checkpoint_dir, BEST_FILE))
+
+    def _checkpoint(self, done):
+        name = checkpoint_name(done)
+        _save_model_atomic(self.model, os.path.join(self.checkpoint_dir, name))
+        state = {"step": done, "checkpoint": name, "best": self.best, "history": self.history}
+        _write_json_atomic(os.path.join(self.checkpoint_dir, STATE_FILE), state)
+        _remove_stale_files(self.checkpoint_dir, keep=name)
+
+    def _print(self, done):
+        now = time.perf_counter()
+        parts = [f"step {done}/{self.total_steps}"]
+        for key, values in self.history.items():
+            if key != "step" and not key.startswith("val_"):
+                parts.append(f"{key} {values[-1]:.4f}")
+        if self.history.get("val_step", [None])[-1] == done:
+            parts.append(f"val_ap50 {self.history['val_ap50'][-1]:.3f}")
+        parts.append(f"({now - self._clock:.1f} s)")
+        self._clock = now
+        print("  ".join(parts), file=self.out, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# train()
+
+
+def train(
+    model: keras.Model,
+    train_data: Sequence,
+    *,
+    steps: int,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    optimizer: keras.optimizers.Optimizer | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 500,
+    validation_data: Sequence | None = None,
+    validate_every: int = 500,
+    seed: int | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 1,
+) -> dict[str, list]:
+    """Train ``model`` for ``steps`` optimizer steps with ``model.fit``; resume if checkpointed.
+
+    The regime follows the batches: ``y = {"label": ...}`` trains fully supervised,
+    ``y = {"mask": ...}`` weakly supervised (the model's ``compute_loss`` decides; all loss weights
+    are the model's, 1 by default as in the paper). To fine-tune from a saved model (transfer
+    learning), load it first (``keras.models.load_model`` or ``model.load_weights``) and pass it in.
+
+    Args:
+        model: a ``lacss_core.models.Lacss`` (any Keras model with ``compute_loss`` works). It is
+            compiled here (a fresh optimizer) and trained in place.
+        train_data: a sequence of ``(x, y)`` batches in the training batch format (see
+            ``lacss_core.data``); step ``t`` uses batch ``t % len(train_data)``, with
+            ``train_data.epoch = t // len(train_data)`` set first if it has that attribute
+            (see ``StepBatches``). For resuming to
+            repeat an uninterrupted run exactly, batch ``i`` of pass ``e`` must depend only on
+            ``(seed, e, i)``.
+        steps: total number of optimizer steps of the run (not the steps still to do).
+        learning_rate: Adam learning rate, used when ``optimizer`` is None.
+        optimizer: a Keras optimizer to use instead of ``Adam(learning_rate)``.
+        checkpoint_dir: folder for checkpoints, ``state.json`` and ``best.keras`` (created if
+            missing). If it holds a state from an earlier run, training resumes from its last
+            checkpoint (weights and optimizer state) with the same schedule.
+        checkpoint_every: steps between checkpoints; the last step is always checkpointed.
+        validation_data: held-out ``(image, label)`` pairs (see ``evaluate_ap``), or None.
+        validate_every: steps between validations; the last step is always validated.
+        seed: if given, ``keras.utils.set_random_seed(seed)`` is called first (Python, NumPy and
+            backend RNGs), which also fixes the initial weights of a model not yet built; the
+            data's own seed fixes the batches. Random state kept in the model (Keras
+            ``SeedGenerator`` variables) is checkpointed; the global RNGs are not.
+        callbacks: extra Keras callbacks; their "epochs" are steps.
+        verbose: 0 silent; 1 prints a progress line about 20 times per run.
+
+    Returns:
+        The history of the whole run (including steps before a resume): ``"step"`` (completed
+        steps, 1-based) and one list per logged metric (``"loss"``, ``"lpn_loss"``, ...), each
+        value that step's own loss; if validated, ``"val_step"``, ``"val_ap50"``, ``"val_ap75"``,
+        ``"val_map"``.
+
+    Raises:
+        ValueError: a non-positive ``steps``, ``checkpoint_every``, ``validate_every`` or
+            ``learning_rate``, or a checkpoint state past ``steps``.
+    """
+    _check_positive(steps=steps, checkpoint_every=checkpoint_every, validate_every=validate_every)
+    if optimizer is None and not learning_rate > 0:
+        raise ValueError(f"learning_rate: must be > 0, got {learning_rate}")
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate))
+    state = _resume(model, train_data, checkpoint_dir, steps)
+    validate = None
+    if validation_data is not None:
+        validate = lambda m: evaluate_ap(m, validation_data)  # noqa: E731
+    monitor = _TrainingMonitor(
+        total_steps=steps,
+        state=state,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        validate=validate,
+        validate_every=validate_every,
+        print_every=max(1, steps // 20) if verbose else 0,
+        out=sys.stdout,
+    )
+    if state["step"] < steps:
+        model.fit(
+            StepBatches(train_data, state["step"], steps),
+            epochs=steps,
+            initial_epoch=state["step"],
+            steps_per_epoch=1,
+            shuffle=False,  # the step order is the schedule; Keras would shuffle a PyDataset
+            callbacks=[monitor, *callbacks],
+            verbose=0,
+        )
+    return monitor.history
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not (isinstance(value, int | np.integer) and value > 0):
+            raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+
+
+def _resume(model: keras.Model, train_data, checkpoint_dir: str | None, steps: int) -> dict:
+    """Load the last checkpoint of ``checkpoint_dir`` into ``model``; return the run state.
+
+    The state is ``{"step": 0, "best": {}, "history": {}}`` for a fresh run.
+    """
+    fresh = {"step": 0, "best": {}, "history": {}}
+    if checkpoint_dir is None:
+        return fresh
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    state = load_state(checkpoint_dir)
+    _remove_stale_files(checkpoint_dir, keep=state and state["checkpoint"])
+    if state is None:
+        return fresh
+    if state["step"] > steps:
+        raise ValueError(
+            f"steps: the checkpoint in {checkpoint_dir!r} is at step {state['step']}, past "
+            f"steps={steps}; raise steps or use an empty checkpoint_dir"
+        )
+    _build_for_loading(model, train_data)
+    model.load_weights(os.path.join(checkpoint_dir, state["checkpoint"]))
+    return state
+
+
+def _build_for_loading(model: keras.Model, train_data) -> None:
+    """Create the model's and the optimizer's variables so a checkpoint can be loaded into them."""
+    if not model.built:
+        x, _ = StepBatches(train_data, 0, 1)[0]
+        model(x)
+    model.optimizer.build(model.trainable_variables)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training curve
+
+
+def plot_history(history: dict[str, list], path: str, *, smooth: int | None = None) -> None:
+    """Write a training-curve PNG: the loss terms per step and, if present, validation AP.
+
+    Args:
+        history: as returned by ``train``.
+        path: output ``.png`` file.
+        smooth: moving-average window in steps for the loss curves (default: about 1/50 of the
+            run); the raw per-step losses of a small batch are noisy.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    steps = np.asarray(history.get("step", []))
+    if steps.size == 0:
+        raise ValueError("history: no recorded steps to plot")
+    window = smooth or max(1, steps.size // 50)
+    has_val = bool(history.get("val_step"))
+    fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(8 if has_val else 4.5, 3), dpi=80)
+    loss_ax = axes[0] if has_val else axes
+    for key in _loss_keys(history):
+        loss_ax.plot(steps, _moving_average(history[key], window), label=key, linewidth=1)
+    loss_ax.set(xlabel="step", ylabel="loss", title=f"training loss ({window}-step mean)")
+    loss_ax.legend(fontsize=7)
+    if has_val:
+        for key in ("val_ap50", "val_ap75", "val_map"):
+            if key in history:
+                axes[1].plot(history["val_step"], history[key], marker=".", label=key[4:])
+        axes[1].set(xlabel="step", ylabel="AP", ylim=(0, 1), title="validation")
+        axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _loss_keys(history: dict[str, list]) -> list[str]:
+    return [k for k in history if k.endswith("loss") and not k.startswith("val_")]
+
+
+def _moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean over up to ``window`` values (shorter at the start), same length as input."""
+    values = np.asarray(values, dtype=np.float64)
+    cumsum = np.concatenate([[0.0], np.cumsum(values)])
+    ends = np.arange(1, values.size + 1)
+    starts = np.maximum(0, ends - window)
+    return (cumsum[ends] - cumsum[starts]) / (ends - starts)
+
+
+__all__ = [
+    "DEFAULT_LEARNING_RATE",
+    "StepBatches",
+    "checkpoint_name",
+    "evaluate_ap",
+    "load_state",
+    "plot_history",
+    "train",
+]
