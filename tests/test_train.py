@@ -33,22 +33,6 @@ SMALL = dict(size=(32, 32), n_cells=3, radius=(4.0, 6.0))
 SMALL_MODEL = dict(crop_size=16, max_output=32, train_max_output=16, use_auxnet=True)
 LEARN_STEPS = 300
 
-if keras.backend.backend() == "jax":
-    # Every train() compiles a fresh train step; with a persistent compilation cache the second
-    # and later compiles of the same program in this process are cache hits (tracing only).
-    # Set at import (collection), before anything is compiled, which is when JAX reads it.
-    import atexit
-    import shutil
-    import tempfile
-
-    import jax
-
-    if not jax.config.jax_compilation_cache_dir:
-        _cache_dir = tempfile.mkdtemp(prefix="lacss-test-jax-cache-")
-        atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
-        jax.config.update("jax_compilation_cache_dir", _cache_dir)
-
-
 def tiny_model(seed=0, **overrides):
     """A fresh ``lacss_tiny`` whose initial weights are fixed by ``seed``."""
     keras.utils.set_random_seed(seed)
