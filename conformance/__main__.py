@@ -21,8 +21,8 @@ SUITE_DIR = os.path.dirname(os.path.abspath(__file__))
 ALL_BACKENDS = ("jax", "torch")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m lacss_core.conformance", description=__doc__)
+def parse_args(argv=None, prog="python -m lacss_core.conformance"):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__)
     p.add_argument(
         "--backends",
         nargs="+",
@@ -103,8 +103,8 @@ def markdown(table: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog="python -m lacss_core.conformance") -> int:
+    args = parse_args(argv, prog)
     backends = args.backends or installed_backends()
     if not backends:
         print("no backend installed: pip install 'lacss-core[jax]' or 'lacss-core[torch]'")

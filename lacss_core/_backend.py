@@ -53,7 +53,8 @@ def _check(name: str, source: str) -> str:
 def configure() -> str:
     """Select the backend (setting ``KERAS_BACKEND`` if unset) and return its name.
 
-    Order: ``KERAS_BACKEND``, then ``keras.json``, then jax if installed, else torch.
+    Order: ``KERAS_BACKEND``, then ``keras.json`` (when it names jax or torch; any other entry
+    is ignored with a warning), then jax if installed, else torch.
     Raises:
         BackendError: the chosen backend is unsupported or not installed, or neither is installed.
     """
@@ -64,8 +65,16 @@ def configure() -> str:
     if os.environ.get("KERAS_BACKEND"):
         return _check(os.environ["KERAS_BACKEND"], "KERAS_BACKEND")
     configured = _keras_json_backend()
-    if configured:
+    if configured in SUPPORTED:
         return _check(configured, "keras.json")
+    if configured:
+        # Keras writes keras.json with "tensorflow" on its first import, whatever backend ran,
+        # so an unsupported entry there is usually Keras' default, not the user's choice.
+        _log.warning(
+            "keras.json selects the Keras backend %r, which lacss-core does not support; "
+            "ignoring it. Set KERAS_BACKEND=jax or KERAS_BACKEND=torch to choose.",
+            configured,
+        )
     for name in SUPPORTED:
         if _installed(name):
             os.environ["KERAS_BACKEND"] = name

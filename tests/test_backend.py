@@ -29,6 +29,14 @@ def test_keras_json_is_read(fresh):
     assert _backend.configure() == "torch"
 
 
+def test_unsupported_keras_json_entry_is_ignored_with_a_warning(fresh, monkeypatch, caplog):
+    # Keras itself writes "tensorflow" into keras.json on its first import.
+    (fresh / "keras.json").write_text(json.dumps({"backend": "tensorflow"}))
+    monkeypatch.setattr(_backend, "_installed", lambda name: name == "torch")
+    assert _backend.configure() == "torch"
+    assert "keras.json selects the Keras backend 'tensorflow'" in caplog.text
+
+
 def test_default_prefers_jax_and_sets_env(fresh, monkeypatch):
     monkeypatch.setattr(_backend, "_installed", lambda name: True)
     assert _backend.configure() == "jax"

@@ -33,10 +33,6 @@ def _check_number(value, name: str, *, minimum: float = 0.0) -> float:
     return value
 
 
-def _next_power_of_two(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
-
-
 @keras.saving.register_keras_serializable(package="lacss")
 class Lacss(keras.Model):
     """LACSS: location proposals plus per-location instance patches (SPEC 2, 5-9).
@@ -226,7 +222,7 @@ class Lacss(keras.Model):
             return inputs["image"], inputs.get("locations")
         return inputs, None
 
-    def _dense(self, images, training):
+    def dense_forward(self, images, training=False):
         """Everything computed once per image (no per-instance work).
 
         Returns the LPN maps cropped to the ``ceil(H/s) x ceil(W/s)`` grid, the proposal
@@ -326,7 +322,7 @@ class Lacss(keras.Model):
             ``scores`` entry, since GT rows have none.
         """
         images, gt_locations = self._unpack(inputs)
-        dense = self._dense(images, training)
+        dense = self.dense_forward(images, training)
         outputs = self._dense_outputs(dense)
         if gt_locations is None:
             locations, scores = self._proposals(
@@ -346,40 +342,16 @@ class Lacss(keras.Model):
         outputs.update(self.segment_locations(dense["shared_features"], locations))
         return outputs
 
-    def predict_compact(self, images, min_slots: int = 16):
-        """Inference equal to ``call(images)`` that runs the per-instance layers on fewer slots.
+    def predict_instances(self, image, **options):
+        """Segment one image (or a list): ``(label, details)``; see
+        :func:`lacss_core.predict.predict_instances` for the options (thresholds, scale, tiling).
 
-        ``max_output`` is a capacity: the segmentor head costs the same for every slot, valid or
-        not (SPEC 2). This runs the dense part, reads the largest valid-proposal count ``n`` in
-        the batch (one device-to-host sync, so call it eagerly, not under ``jit``), runs the head
-        on ``S = min(max_output, max(min_slots, next_power_of_two(n)))`` slots (few distinct
-        shapes to compile) and pads the results back to ``max_output`` rows exactly as ``call``
-        returns them (zero patches, ``(0, 0)`` origins, invalid).
-
-        Args:
-            images: ``(B, H, W, C)`` float32.
-            min_slots: smallest slot count to run (Python int >= 1).
-        Returns:
-            The same dict as ``call(images, training=False)``.
+        Runs the per-instance layers only on as many slots as there are valid proposals (SPEC 2),
+        so it is much cheaper than ``call`` at a large ``max_output``.
         """
-        min_slots = _check_positive_int(min_slots, "min_slots")
-        dense = self._dense(images, training=False)
-        locations, scores = self._proposals(
-            dense, max_output=self.max_output, min_score=self.min_score
-        )
-        valid_count = int(ops.convert_to_numpy(ops.max(ops.sum(locations[..., 0] >= 0, axis=1))))
-        slots = min(self.max_output, max(min_slots, _next_power_of_two(valid_count)))
-        instances = self.segment_locations(dense["shared_features"], locations[:, :slots])
-        missing = self.max_output - slots
-        outputs = self._dense_outputs(dense)
-        outputs.update(
-            locations=locations,
-            scores=scores,
-            patches=ops.pad(instances["patches"], [[0, 0], [0, missing], [0, 0], [0, 0]]),
-            origins=ops.pad(instances["origins"], [[0, 0], [0, missing], [0, 0]]),
-            valid=ops.all(locations >= 0, axis=-1),
-        )
-        return outputs
+        from lacss_core.predict import predict_instances  # predict builds on this module
+
+        return predict_instances(self, image, **options)
 
     # ------------------------------------------------------------------ losses
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -11,6 +11,7 @@ from conftest import disc_sample, forward, perturb_weights
 
 from lacss_core import oracle
 from lacss_core.models import Lacss
+from lacss_core.predict import predict_instances
 
 MAX_OUTPUT, TRAIN_MAX_OUTPUT, CROP = 32, 16, 32
 CENTERS = [(12.0, 14.5), (30.0, 40.0), (50.5, 20.0)]
@@ -78,13 +79,13 @@ def test_training_call_segments_mixed_locations(model):
     np.testing.assert_array_equal(out["valid"], [[True] * len(CENTERS) + [False, False]])
 
 
-def test_predict_compact_equals_call(model):
-    image = _image(32, 32, seed=1)  # a 4 x 4 LPN grid: at most 16 of the 32 slots are valid
-    full = forward(model, image)
-    compact = model.predict_compact(image, min_slots=4)
-    assert 4 < np.sum(full["valid"], axis=1).max() <= 16
-    for key, value in full.items():
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(compact[key]), value, atol=1e-5)
+def test_predict_instances_method_is_the_predict_api(model):
+    image = _image(32, 32, seed=1)[0, ..., 0]
+    label, details = model.predict_instances(image, min_score=0.0)
+    expected_label, expected = predict_instances(model, image, min_score=0.0)
+    np.testing.assert_array_equal(label, expected_label)
+    np.testing.assert_array_equal(details["scores"], expected["scores"])
+    assert label.shape == image.shape and label.dtype == np.int32
 
 
 def test_keras_file_round_trip_gives_identical_outputs(model, tmp_path):

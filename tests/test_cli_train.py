@@ -1,0 +1,80 @@
+"""`lacss train` and `lacss demo` end to end, at toy sizes."""
+
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+
+from lacss_core import cli
+from lacss_core.data import synthetic_cells
+
+pytestmark = pytest.mark.slow
+
+TOY = [
+    "--steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--size",
+    "64",
+    "--max-instances",
+    "16",
+    "--crop-size",
+    "16",
+    "--checkpoint-every",
+    "1",
+]
+
+
+def _write_samples(folder, weak: bool):
+    folder.mkdir()
+    for i in range(2):
+        sample = synthetic_cells(seed=i, size=(64, 64), n_cells=4, radius=(5.0, 7.0))
+        tifffile.imwrite(folder / f"img{i}.tif", sample.image[..., 0])
+        if not weak:
+            tifffile.imwrite(folder / f"img{i}_masks.tif", sample.label.astype(np.uint16))
+            continue
+        tifffile.imwrite(folder / f"img{i}_mask.tif", sample.mask.astype(np.uint8))
+        with open(folder / f"img{i}_points.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["y", "x"])
+            writer.writerows(sample.locations.tolist())
+    return folder
+
+
+@pytest.mark.parametrize("weak", [False, True], ids=["labels", "points"])
+def test_train_writes_model_curve_and_checkpoints(tmp_path, weak, capsys):
+    data = _write_samples(tmp_path / "train", weak)
+    out = tmp_path / "cells.keras"
+    argv = ["train", str(data), "-o", str(out), *TOY] + (["--weak", "--auxnet"] if weak else [])
+    assert cli.main(argv) == 0
+    assert out.is_file()
+    assert (tmp_path / "cells_training_curve.png").is_file()
+    assert (tmp_path / "cells_checkpoints" / "state.json").is_file()
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_train_explains_bad_input(tmp_path, capsys):
+    data = _write_samples(tmp_path / "train", weak=False)
+    (data / "img1_masks.tif").unlink()
+    assert cli.main(["train", str(data), "-o", str(tmp_path / "m.keras"), *TOY]) == 2
+    assert "img1" in capsys.readouterr().err
+    assert cli.main(["train", str(data), "-o", str(tmp_path / "m.h5")]) == 2
+    assert "--output must end in .keras" in capsys.readouterr().err
+
+
+def test_demo_writes_its_files_and_prints_ap(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "-o", str(out), "--steps", "2", "--test-images", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "AP50" in printed and "cells found" in printed
+    for name in (
+        "model.keras",
+        "training_curve.png",
+        "synthetic_00_label.tif",
+        "synthetic_00_overlay.png",
+        "synthetic_00_image.tif",
+    ):
+        assert (out / name).is_file(), name
+    assert cli.main(["demo", "--steps", "0"]) == 2

@@ -1,0 +1,249 @@
+"""predict_instances: whole-image and tiled prediction, scale, options and bad input.
+
+Most tests use ``MarkerModel``, a deterministic, weightless stand-in for ``Lacss`` with the same
+inference interface: every pixel of channel 0 is a proposal scored by its value, and each kept
+proposal's patch is a disc of radius ``RADIUS`` around it. Its results are known exactly, and it
+is translation-equivariant, so tiled and whole-image predictions must be identical. The real
+``lacss_tiny`` preset (random weights) checks that the pipeline runs and that tiling leaves no
+duplicates.
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from lacss_core import predict as predict_module
+from lacss_core.predict import predict_instances
+
+CROP = 16
+RADIUS = 5.0
+
+
+class MarkerModel(keras.Model):
+    """Proposals = bright pixels (score = value); patches = discs around them (SPEC 7 origins)."""
+
+    crop_size = CROP
+    lpn_stride = 4
+    nms_distance = 3.0
+    min_score = 0.5
+    max_output = 64
+    pre_nms_topk = 4096
+    input_channels = 1
+
+    def __init__(self):
+        super().__init__()
+        self.built = True  # weightless
+
+    def dense_forward(self, images, training=False):
+        height, width = images.shape[1], images.shape[2]
+        yy, xx = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+        grid = np.stack([yy.ravel(), xx.ravel()], -1).astype("float32")[None]
+        return {
+            "candidates": ops.convert_to_tensor(grid),
+            "candidate_scores": ops.reshape(images[..., 0], (1, -1)),
+            "shared_features": images,
+        }
+
+    def segment_locations(self, shared_features, locations):
+        valid = ops.all(locations >= 0, axis=-1)
+        origins = ops.cast(2 * (ops.floor(locations / 2) - CROP // 4), "int32")
+        steps = ops.arange(CROP, dtype="float32")
+        rows = ops.cast(origins[..., 0:1], "float32") + steps - locations[..., 0:1]
+        cols = ops.cast(origins[..., 1:2], "float32") + steps - locations[..., 1:2]
+        inside = rows[..., :, None] ** 2 + cols[..., None, :] ** 2 <= RADIUS**2
+        patches = ops.cast(inside & valid[..., None, None], "float32")
+        return {"patches": patches, "origins": origins, "valid": valid}
+
+
+def marker_image(shape, markers):
+    """Image with background 0.1 and marker pixels ``(y, x, score)``."""
+    image = np.full(shape, 0.1, np.float32)
+    for y, x, score in markers:
+        image[y, x] = score
+    return image
+
+
+def expected_label(shape, markers, min_score=0.5):
+    """SPEC 9 for discs, by brute force: higher score wins, ranks compacted in score order."""
+    kept = sorted([m for m in markers if m[2] >= min_score], key=lambda m: -m[2])
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    label = np.zeros(shape, np.int32)
+    for rank, (y, x, _) in enumerate(kept, start=1):
+        label[((yy - y) ** 2 + (xx - x) ** 2 <= RADIUS**2) & (label == 0)] = rank
+    return label
+
+
+def random_markers(rng, shape, count, spacing):
+    markers = []
+    while len(markers) < count:
+        y, x = rng.integers(1, shape[0] - 1), rng.integers(1, shape[1] - 1)
+        if all((y - a) ** 2 + (x - b) ** 2 > spacing**2 for a, b, _ in markers):
+            markers.append((int(y), int(x), float(rng.uniform(0.55, 0.95))))
+    return markers
+
+
+def segment(model, image, **kwargs):
+    """predict_instances without normalisation: marker values are the scores."""
+    return predict_instances(model, image, **{"normalize": None, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def model():
+    return MarkerModel()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from lacss_core.models import Lacss
+
+    keras.utils.set_random_seed(0)
+    tiny = Lacss.from_preset("lacss_tiny", min_score=0.0)
+    tiny.build((None, None, None, 1))
+    return tiny
+
+
+def test_whole_image_label_and_details(model):
+    markers = [(20, 20, 0.9), (24, 26, 0.7), (50, 10, 0.6), (40, 45, 0.8), (10, 50, 0.3)]
+    label, details = segment(model, marker_image((64, 64), markers))
+    assert label.dtype == np.int32 and label.shape == (64, 64)
+    np.testing.assert_array_equal(label, expected_label((64, 64), markers))
+    np.testing.assert_allclose(details["scores"], [0.9, 0.8, 0.7, 0.6], rtol=1e-6)
+    np.testing.assert_array_equal(details["locations"], [[20, 20], [40, 45], [24, 26], [50, 10]])
+    np.testing.assert_array_equal(details["areas"], np.bincount(label.ravel())[1:])
+    for i, (y0, x0, y1, x1) in enumerate(details["bboxes"]):
+        rows, cols = np.nonzero(label == i + 1)
+        assert (y0, x0, y1, x1) == (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
+
+
+def test_grey_2d_and_channel_last_inputs_agree(model):
+    image = marker_image((48, 40), [(20, 20, 0.9)])
+    label_2d, _ = predict_instances(model, image)
+    label_3d, _ = predict_instances(model, image[..., None].astype(np.float64) * 1000)
+    assert label_2d.max() == 1
+    np.testing.assert_array_equal(label_2d, label_3d)
+
+
+def test_options_override_the_model_config(model):
+    markers = [(20, 20, 0.9), (22, 22, 0.8), (40, 40, 0.6)]
+    image = marker_image((64, 64), markers)
+    assert len(segment(model, image)[1]["scores"]) == 2  # (22, 22) is within 3 px
+    assert len(segment(model, image, nms_distance=2.0)[1]["scores"]) == 3
+    assert len(segment(model, image, min_score=0.7)[1]["scores"]) == 1
+    full = segment(model, image, segmentation_threshold=0.0, min_area=0)[1]["areas"]
+    assert (segment(model, image, min_area=int(full.max()))[1]["areas"] >= full.max()).all()
+
+
+def test_min_area_drops_mostly_covered_cells(model):
+    markers = [(20, 20, 0.9), (20, 27, 0.8), (40, 40, 0.7)]  # the second is half covered
+    image = marker_image((64, 64), markers)
+    _, details = segment(model, image, nms_distance=1.0)
+    small = int(details["areas"][1])
+    label, details = segment(model, image, nms_distance=1.0, min_area=small + 1)
+    assert len(details["scores"]) == 2 and set(np.unique(label)) == {0, 1, 2}
+    np.testing.assert_allclose(details["scores"], [0.9, 0.7], rtol=1e-6)
+    assert (label == 0).sum() == (expected_label((64, 64), markers) == 0).sum() + small
+
+
+def test_lists_and_batches_of_images(model):
+    images = [marker_image((40, 48), [(20, 20, 0.9)]), marker_image((33, 70), [(9, 9, 0.8)])]
+    labels, details = segment(model, images)
+    assert [label.shape for label in labels] == [(40, 48), (33, 70)]
+    assert [len(d["scores"]) for d in details] == [1, 1]
+    labels, _ = segment(model, np.stack([images[0]] * 2)[..., None])
+    assert len(labels) == 2
+
+
+def test_scale_maps_results_back(model):
+    markers = [(20, 20, 0.9), (40, 44, 0.8)]
+    image = marker_image((64, 64), markers)  # bilinear upscaling halves the marker peaks
+    label, details = segment(model, image, scale=2.0, min_score=0.3)
+    assert label.shape == (64, 64)
+    np.testing.assert_allclose(details["locations"], [[20, 20], [40, 44]], atol=0.75)
+    # discs of radius 5 scaled-image pixels are 2.5 input pixels
+    assert all(abs(area - np.pi * 2.5**2) < 12 for area in details["areas"])
+
+
+@pytest.mark.parametrize(("shape", "overlap"), [((128, 128), 16), ((100, 90), 16), ((90, 100), 32)])
+def test_tiled_equals_whole(model, shape, overlap):
+    # spacing 2.5 < nms_distance 3: NMS suppresses some markers, also across core edges;
+    # overlap 32 lets tiles report cells up to 3 px outside their core (removed as doubles)
+    rng = np.random.default_rng(1)
+    markers = random_markers(rng, shape, 60, spacing=2.5)
+    image = marker_image(shape, markers)
+    whole = segment(model, image, tile_size=256)
+    assert 20 < len(whole[1]["scores"]) < len(markers)
+    tiled = segment(model, image, tile_size=48, tile_overlap=overlap)
+    np.testing.assert_array_equal(tiled[0], whole[0])
+    for key in whole[1]:
+        np.testing.assert_array_equal(tiled[1][key], whole[1][key])
+
+
+def test_axis_tiles_cover_the_axis_with_cores_away_from_tile_edges():
+    for length, tile, overlap in [(100, 48, 16), (1000, 256, 96), (257, 128, 64), (50, 64, 32)]:
+        tiles = predict_module._axis_tiles(length, tile, overlap)
+        assert tiles[0].core_lo == 0 and tiles[-1].core_hi == length
+        for before, after in zip(tiles[:-1], tiles[1:], strict=True):
+            assert before.core_hi == after.core_lo
+            assert before.start + before.size - after.start >= overlap
+        for t in tiles:
+            assert t.start >= 0 and t.start + t.size <= length
+            lo_margin = t.core_lo - t.start if t.start > 0 else overlap / 2
+            hi_margin = t.start + t.size - t.core_hi if t.core_hi < length else overlap / 2
+            assert min(lo_margin, hi_margin) >= overlap / 2
+
+
+def test_greedy_nms_matches_brute_force():
+    rng = np.random.default_rng(0)
+    locations = rng.uniform(0, 30, (200, 2)).astype(np.float32)
+    kept = []
+    for i, p in enumerate(locations):
+        if all(np.sum((p - locations[j]) ** 2) > 9.0 for j in kept):
+            kept.append(i)
+    np.testing.assert_array_equal(predict_module._greedy_nms(locations, 3.0), kept)
+
+
+def test_tiny_model_whole_and_tiled(tiny):
+    image = np.random.default_rng(0).uniform(0, 255, (128, 128)).astype(np.uint8)
+    for tile_size in (None, 96):
+        label, details = predict_instances(tiny, image, tile_size=tile_size, min_score=0.3)
+        count = len(details["scores"])
+        assert label.shape == (128, 128) and label.dtype == np.int32
+        assert set(np.unique(label)) - {0} == set(range(1, count + 1))
+        assert np.all(np.diff(details["scores"]) <= 0)
+        np.testing.assert_array_equal(details["areas"], np.bincount(label.ravel())[1:])
+        # no duplicates: kept locations are further apart than nms_distance (the LPN stride)
+        locations = details["locations"]
+        distances = np.sum((locations[:, None] - locations[None]) ** 2, -1)
+        np.fill_diagonal(distances, np.inf)
+        assert distances.min(initial=np.inf) > tiny.lpn_stride**2
+
+
+@pytest.mark.parametrize(
+    ("image", "kwargs", "message"),
+    [
+        (np.zeros(5), {}, "image must be"),
+        (np.zeros((2, 3, 4, 5, 6)), {}, "image must be"),
+        (np.zeros((0, 8)), {}, "image is empty"),
+        (np.zeros((8, 8, 3)), {}, "3 channel"),
+        (np.full((8, 8), np.nan), {}, "non-finite"),
+        (np.full((8, 8), np.nan), {"normalize": None}, "non-finite"),
+        (np.array([["a"]]), {}, "real numeric"),
+        (np.zeros((8, 8)), {"normalize": "z"}, "normalize"),
+        (np.zeros((8, 8)), {"segmentation_threshold": 1.5}, "segmentation_threshold"),
+        (np.zeros((8, 8)), {"min_area": -1}, "min_area"),
+        (np.zeros((8, 8)), {"min_score": -0.1}, "min_score"),
+        (np.zeros((8, 8)), {"nms_distance": float("inf")}, "nms_distance"),
+        (np.zeros((8, 8)), {"scale": 0}, "scale"),
+        (np.zeros((8, 8)), {"tile_overlap": 8}, "tile_overlap"),
+        (np.zeros((8, 8)), {"tile_size": 16, "tile_overlap": 16}, "tile_size"),
+    ],
+)
+def test_bad_input_names_the_problem(model, image, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        predict_instances(model, image, **kwargs)
+
+
+def test_wrong_channels_for_the_real_model(tiny):
+    with pytest.raises(ValueError, match="model expects 1"):
+        predict_instances(tiny, np.zeros((32, 32, 2), np.float32))
