@@ -295,7 +295,10 @@ class Lacss(keras.Model):
             min_score=float(min_score),
             pre_nms_topk=self.pre_nms_topk,
         )
-        return locations, scores
+        # Proposals are selections, not a differentiable path: the LPN learns from its own loss
+        # only, and the segmentation losses must not push the offsets through the location
+        # tensor (nor through the masked distance tables of NMS and mixing).
+        return ops.stop_gradient(locations), ops.stop_gradient(scores)
 
     def _dense_outputs(self, dense):
         keys = ("lpn_scores", "lpn_offsets", "boundary")
