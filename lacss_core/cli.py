@@ -554,7 +554,7 @@ def run_train(args) -> int:
 
     if not args.output.endswith(".keras"):
         raise ValueError(f"--output must end in .keras, got {args.output!r}")
-    if args.data_parallel:
+    if args.data_parallel:  # before the model exists, so its weights are replicated
         from lacss_core.distributed import data_parallel
 
         data_parallel()
@@ -568,6 +568,10 @@ def run_train(args) -> int:
         augment=True,
         seed=args.seed,
     )
+    if args.data_parallel:
+        from lacss_core.distributed import local_batches
+
+        data = local_batches(data)  # each host feeds its rows of every batch (no-op on one)
     validation = load_labelled_folder(args.validation) if args.validation else None
     stem = Path(args.output).with_suffix("")
     checkpoint_dir = args.checkpoint_dir or f"{stem}_checkpoints"

@@ -2,6 +2,7 @@
 
 import csv
 
+import keras
 import numpy as np
 import pytest
 import tifffile
@@ -78,3 +79,17 @@ def test_demo_writes_its_files_and_prints_ap(tmp_path, capsys):
     ):
         assert (out / name).is_file(), name
     assert cli.main(["demo", "--steps", "0"]) == 2
+
+
+def test_train_data_parallel(tmp_path, capsys):
+    data = _write_samples(tmp_path / "train", weak=False)
+    argv = ["train", str(data), "-o", str(tmp_path / "dp.keras"), "--data-parallel", *TOY]
+    if keras.backend.backend() == "torch":  # DDP runs under torchrun, not from this command
+        assert cli.main(argv) == 2
+        assert "torchrun" in capsys.readouterr().err
+        return
+    try:
+        assert cli.main(argv) == 0
+    finally:
+        keras.distribution.set_distribution(None)  # data_parallel() is process-wide
+    assert (tmp_path / "dp.keras").is_file()
