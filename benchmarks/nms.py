@@ -25,9 +25,8 @@ import sys
 import time
 
 import numpy as np
+from perfdoc import write_section  # benchmarks/ is on sys.path when run as a script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOC = os.path.join(ROOT, "docs", "performance.md")
 GRID, STRIDE = 64, 8
 SETTINGS = dict(max_output=1024, nms_distance=8.0, min_score=0.2, pre_nms_topk=4096)
 PATTERNS = ("dense", "sparse")
@@ -124,24 +123,6 @@ def markdown(rows: list[dict], runs: int, torch_threads: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str, path: str = DOC) -> None:
-    """Add or replace the "## NMS" section of ``path``, leaving the other sections alone."""
-    text = open(path).read() if os.path.exists(path) else "# Performance\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == "## NMS"), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        tail = "".join(lines[end:])
-        text = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=20)
@@ -169,7 +150,7 @@ def main(argv=None) -> None:
     section = markdown(rows, args.runs, args.torch_threads)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section("## NMS", section)
 
 
 if __name__ == "__main__":

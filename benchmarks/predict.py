@@ -30,9 +30,8 @@ import sys
 import time
 
 import numpy as np
+from perfdoc import write_section  # benchmarks/ is on sys.path when run as a script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOC = os.path.join(ROOT, "docs", "performance.md")
 SECTION = "## Prediction overhead"
 SIZE = 512
 CAPACITY = 1024  # max_output, the SPEC 2 inference default
@@ -128,24 +127,6 @@ def markdown(rows: list[dict], runs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str, path: str = DOC) -> None:
-    """Add or replace this benchmark's section of ``path``, leaving the other sections alone."""
-    text = open(path).read() if os.path.exists(path) else "# Performance\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        tail = "".join(lines[end:])
-        text = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=5)
@@ -161,7 +142,7 @@ def main(argv=None) -> None:
     section = markdown(rows, args.runs)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section(SECTION, section)
 
 
 if __name__ == "__main__":
