@@ -33,6 +33,7 @@ SMALL = dict(size=(32, 32), n_cells=3, radius=(4.0, 6.0))
 SMALL_MODEL = dict(crop_size=16, max_output=32, train_max_output=16, use_auxnet=True)
 LEARN_STEPS = 300
 
+
 def tiny_model(seed=0, **overrides):
     """A fresh ``lacss_tiny`` whose initial weights are fixed by ``seed``."""
     keras.utils.set_random_seed(seed)
