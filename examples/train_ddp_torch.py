@@ -55,7 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="global batch size")
     parser.add_argument("--max-instances", type=int, default=64, help="GT rows per image")
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="learning rate")
+    parser.add_argument(
+        "--optimizer", choices=("adam", "sgd"), default="adam", help="optimizer (default: adam)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, data and order")
     parser.add_argument("--save", help="write the trained model to this .keras file (rank 0)")
     parser.add_argument("--history", help="write the loss history to this JSON file (rank 0)")
@@ -88,6 +91,12 @@ def make_model(args: argparse.Namespace, channels: int) -> Lacss:
     return model
 
 
+def make_optimizer(args: argparse.Namespace) -> keras.optimizers.Optimizer:
+    if args.optimizer == "sgd":
+        return keras.optimizers.SGD(args.learning_rate)
+    return keras.optimizers.Adam(args.learning_rate)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     launched = "RANK" in os.environ  # by torchrun; without it, train in this one process
@@ -95,7 +104,7 @@ def main(argv=None) -> None:
         distributed.init_process_group()  # reads torchrun's variables; before the model
     data = make_data(args)
     model = make_model(args, channels=int(data[0][0]["image"].shape[-1]))
-    history = distributed.train_ddp(model, data, steps=args.steps, learning_rate=args.learning_rate)
+    history = distributed.train_ddp(model, data, steps=args.steps, optimizer=make_optimizer(args))
     if int(os.environ.get("RANK", 0)) == 0:
         if args.save:
             model.save(args.save)

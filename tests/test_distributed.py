@@ -333,7 +333,7 @@ def load_example():
 def test_torch_two_gloo_processes_train_like_one_on_the_same_global_batch(tmp_path):
     args = [
         "--size", "64", "--batch-size", "4", "--steps", "3", "--n-images", "8",
-        "--max-instances", "8", "--normalization", "group",
+        "--max-instances", "8", "--normalization", "group", "--optimizer", "sgd",
         "--history", str(tmp_path / "history.json"),
     ]  # fmt: skip
     torchrun = [
@@ -351,7 +351,9 @@ def test_torch_two_gloo_processes_train_like_one_on_the_same_global_batch(tmp_pa
     options = example.parse_args(args)
     data = example.make_data(options)
     model = example.make_model(options, channels=1)
-    one = train(model, data, steps=3, learning_rate=options.learning_rate, verbose=0)
+    # SGD: the check is about the DDP loss and gradient; Adam would magnify the float32 noise of
+    # a different reduction order (torchrun runs 1 thread per rank, this process 2) past 1e-4.
+    one = train(model, data, steps=3, optimizer=example.make_optimizer(options), verbose=0)
     assert_same_trajectory(two, one)
 
 
