@@ -24,4 +24,4 @@ test: install
 	PYTHON=$(PY) scripts/test
 
 conformance: install
-	$(PY) -m lacss_core.conformance --output docs/conformance-latest
+	$(PY) -m lacss_core.conformance
