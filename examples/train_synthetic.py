@@ -7,7 +7,9 @@ keep the best model, and report its AP (and the last model's) on a third held-ou
 Regimes: ``full`` learns from label images; ``weak`` from one point per cell (label centroids)
 plus a binary foreground mask, with the auxnet and its cell-boundary loss, from random weights;
 ``transfer`` fine-tunes the best ``full`` model weakly supervised (no auxnet) on other images, the
-paper's transfer-learning protocol.
+paper's transfer-learning protocol. ``weak`` collapses to empty patches with the SPEC model;
+the opt-in segmentor options ``--head-bias-init -4 --centre-prior-sigma 3`` (see ``Segmentor``)
+let it learn. They apply to every model built from random weights (``full`` and ``weak``).
 
     KERAS_BACKEND=jax python examples/train_synthetic.py --out docs
 
@@ -56,6 +58,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--test-images", type=int, default=16)
     parser.add_argument("--validate-every", type=int, default=100)
     parser.add_argument("--crop-size", type=int, default=24, help="segmentation crop, pixels")
+    parser.add_argument(
+        "--head-bias-init",
+        type=float,
+        default=0.0,
+        help="initial logit of the segmentor's last layer (e.g. -4; default 0 is SPEC)",
+    )
+    parser.add_argument(
+        "--centre-prior-sigma",
+        type=float,
+        default=None,
+        help="pixels; add a fixed Gaussian logit prior at each instance location (e.g. 3)",
+    )
+    parser.add_argument("--centre-prior-scale", type=float, default=12.0, help="its peak logit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=".", help="folder for the training-curve PNGs")
     parser.add_argument("--json", help="also write settings, histories and APs to this file")
@@ -83,6 +98,9 @@ def run_regime(args, regime: str, checkpoint_dir: str, init: str | None = None) 
             max_output=64,
             train_max_output=32,
             use_auxnet=regime == "weak",
+            segmentor_head_bias_init=args.head_bias_init,
+            centre_prior_sigma=args.centre_prior_sigma,
+            centre_prior_scale=args.centre_prior_scale,
         )
     else:
         model = keras.models.load_model(init)

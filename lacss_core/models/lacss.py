@@ -44,6 +44,10 @@ class Lacss(keras.Model):
     location mixing) up to ``train_max_output`` with score ``>= train_min_score``, then GT LOIs
     take a proposal within ``mix_distance`` pixels (SPEC 6). Loss weights ``lpn_loss_weight``,
     ``seg_loss_weight``, ``boundary_loss_weight`` are the paper's ``w0, w1, w2``.
+    ``segmentor_head_bias_init``, ``centre_prior_sigma`` and ``centre_prior_scale`` are opt-in
+    additions to SPEC 2 that let weakly supervised training start from random weights (see
+    ``Segmentor``; e.g. ``-4``, ``3`` px and ``12`` for the tiny model at crop 24); their
+    defaults give the SPEC model.
 
     Use ``Lacss.from_preset("lacss_resnet50")`` (the paper) or ``"lacss_tiny"`` (tests, CPU demos).
     """
@@ -62,6 +66,9 @@ class Lacss(keras.Model):
         segmentor_filters: int = 64,
         segmentor_trunk_layers: int = 3,
         crop_size: int = 96,
+        segmentor_head_bias_init: float = 0.0,
+        centre_prior_sigma: float | None = None,
+        centre_prior_scale: float = 12.0,
         use_auxnet: bool = False,
         auxnet_filters: int = 32,
         auxnet_layers: int = 4,
@@ -113,7 +120,13 @@ class Lacss(keras.Model):
         self.fpn = FPN(fpn_channels, name="fpn")
         self.lpn = LPNHead(lpn_filters, normalization=normalization, name="lpn")
         self.segmentor = Segmentor(
-            segmentor_filters, segmentor_trunk_layers, crop_size, name="segmentor"
+            segmentor_filters,
+            segmentor_trunk_layers,
+            crop_size,
+            head_bias_init=segmentor_head_bias_init,
+            centre_prior_sigma=centre_prior_sigma,
+            centre_prior_scale=centre_prior_scale,
+            name="segmentor",
         )
         self.auxnet = AuxNet(auxnet_filters, auxnet_layers, name="auxnet") if use_auxnet else None
 
@@ -140,6 +153,9 @@ class Lacss(keras.Model):
             "segmentor_filters": self.segmentor.filters,
             "segmentor_trunk_layers": self.segmentor.trunk_layers,
             "crop_size": self.segmentor.crop_size,
+            "segmentor_head_bias_init": self.segmentor.head_bias_init,
+            "centre_prior_sigma": self.segmentor.centre_prior_sigma,
+            "centre_prior_scale": self.segmentor.centre_prior_scale,
             "use_auxnet": self.use_auxnet,
             "auxnet_filters": self.auxnet_filters,
             "auxnet_layers": self.auxnet_layers,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -17,6 +19,13 @@ def check_crop_size(crop_size) -> int:
     return crop_size
 
 
+def _check_float(value, name: str) -> float:
+    """``value`` as a finite float, else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
 @keras.saving.register_keras_serializable(package="lacss")
 class Segmentor(keras.layers.Layer):
     """Shared trunk + per-instance head producing ``c x c`` probability patches (SPEC 2, 7).
@@ -30,9 +39,36 @@ class Segmentor(keras.layers.Layer):
     locations ``(B, M, 2)`` float pixels, ``-1`` padded. Returns ``(B, M, c, c)`` float32
     probabilities; rows of invalid locations are computed on zero inputs and should be masked by
     the caller (``Lacss`` zeroes them).
+
+    Options for weakly supervised training from random weights (additions to SPEC 2; the
+    defaults give exactly the SPEC model). Without them that training collapses: the overlap term
+    of ``L_WS`` pushes every patch of a still location-blind head towards 0 until the sigmoid
+    saturates (docs/results.md).
+
+    - ``head_bias_init``: initial bias of the last layer, a logit. ``-4`` starts every patch
+      pixel at ``sigmoid(-4) = 0.018``, where the overlap term is negligible and the mask term
+      raises foreground and lowers background, instead of at 0.5, where the overlap term
+      dominates and pushes all patches down together (the prior-probability initialisation of
+      focal-loss detectors). Default 0 (Keras' zeros).
+    - ``centre_prior_sigma`` (pixels, ``> 0``) and ``centre_prior_scale`` (a logit): a fixed
+      Gaussian ``scale * exp(-d^2 / (2 sigma^2))`` added to the logits at training and inference,
+      ``d`` the distance of the patch pixel from the instance location, so each instance starts
+      as a blob at its own location and neighbours start apart. From the original LACSS code
+      (there ``sigma = 10``, ``scale = 2`` at crop 96); on the tiny model at crop 24 with
+      ``head_bias_init = -4``, ``sigma = 3`` learned and ``scale = 12`` (the default) was needed
+      for the blob to survive the first steps in every run we tried. Default ``None``: no prior.
     """
 
-    def __init__(self, filters: int = 64, trunk_layers: int = 3, crop_size: int = 96, **kwargs):
+    def __init__(
+        self,
+        filters: int = 64,
+        trunk_layers: int = 3,
+        crop_size: int = 96,
+        head_bias_init: float = 0.0,
+        centre_prior_sigma: float | None = None,
+        centre_prior_scale: float = 12.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
             raise ValueError(f"filters must be a positive int, got {filters!r}")
@@ -41,6 +77,15 @@ class Segmentor(keras.layers.Layer):
         self.filters = filters
         self.trunk_layers = trunk_layers
         self.crop_size = check_crop_size(crop_size)
+        self.head_bias_init = _check_float(head_bias_init, "head_bias_init")
+        self.centre_prior_scale = _check_float(centre_prior_scale, "centre_prior_scale")
+        self.centre_prior_sigma = None
+        if centre_prior_sigma is not None:
+            self.centre_prior_sigma = _check_float(centre_prior_sigma, "centre_prior_sigma")
+            if self.centre_prior_sigma <= 0:
+                raise ValueError(
+                    f"centre_prior_sigma must be > 0 or None, got {centre_prior_sigma}"
+                )
         self.trunk = [
             keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"trunk{i}")
             for i in range(trunk_layers)
@@ -49,7 +94,12 @@ class Segmentor(keras.layers.Layer):
             filters, 3, padding="same", activation="relu", name="head_conv"
         )
         self.head_upsample = keras.layers.Conv2DTranspose(
-            1, 3, strides=2, padding="same", name="head_upsample"
+            1,
+            3,
+            strides=2,
+            padding="same",
+            bias_initializer=keras.initializers.Constant(self.head_bias_init),
+            name="head_upsample",
         )
 
     @property
@@ -87,7 +137,32 @@ class Segmentor(keras.layers.Layer):
         x = ops.concatenate([feature_patches, location_patches], axis=-1)
         x = ops.reshape(x, (-1, k, k, ops.shape(x)[-1]))
         x = self.head_upsample(self.head_conv(x))
-        return ops.reshape(ops.sigmoid(x), (batch, slots, self.crop_size, self.crop_size))
+        logits = ops.reshape(x, (batch, slots, self.crop_size, self.crop_size))
+        if self.centre_prior_sigma is not None:
+            logits = logits + self.centre_prior(location_patches)
+        return ops.sigmoid(logits)
+
+    def centre_prior(self, location_patches):
+        """The fixed Gaussian logit prior of each patch, centred on its instance location.
+
+        Args:
+            location_patches: ``(B, M, k, k, 2)`` float32 location tensors (SPEC 7).
+        Returns:
+            ``(B, M, c, c)`` float32 ``scale * exp(-d^2 / (2 sigma^2))``, ``d`` in pixels.
+        """
+        c = self.crop_size
+        # Cell u of the location tensor holds (Y0 + 2u + 0.5 - y) / c; its two output pixels
+        # a = 2u, 2u + 1 lie 0.5 px before and after that cell centre: offsets Y0 + a - y.
+        half_pixel = ops.convert_to_tensor([-0.5, 0.5], dtype="float32")
+
+        def pixel_offsets(cell_offsets):  # (B, M, k) -> (B, M, c) pixels from the location
+            offsets = cell_offsets[..., None] * float(c) + half_pixel
+            return ops.reshape(offsets, tuple(ops.shape(cell_offsets)[:2]) + (c,))
+
+        dy = pixel_offsets(location_patches[:, :, :, 0, 0])
+        dx = pixel_offsets(location_patches[:, :, 0, :, 1])
+        squared = dy[:, :, :, None] ** 2 + dx[:, :, None, :] ** 2
+        return self.centre_prior_scale * ops.exp(-squared / (2.0 * self.centre_prior_sigma**2))
 
     def call(self, features, locations):
         shared = self.shared_features(features)
@@ -101,4 +176,7 @@ class Segmentor(keras.layers.Layer):
             "filters": self.filters,
             "trunk_layers": self.trunk_layers,
             "crop_size": self.crop_size,
+            "head_bias_init": self.head_bias_init,
+            "centre_prior_sigma": self.centre_prior_sigma,
+            "centre_prior_scale": self.centre_prior_scale,
         }
