@@ -506,7 +506,12 @@ def add_train_parser(subparsers) -> None:
         help="with --weak: add the auxnet and its cell-boundary loss (new models)",
     )
     g = p.add_argument_group("training")
-    g.add_argument("--weak", action="store_true", help="weakly supervised (points + masks)")
+    g.add_argument(
+        "--weak",
+        action="store_true",
+        help="weakly supervised (points + masks); a new model then gets the segmentor head bias "
+        "and centre prior that keep it from collapsing (docs/results.md)",
+    )
     g.add_argument("--steps", type=int, default=1000, help="default: %(default)s")
     g.add_argument("--batch-size", type=int, default=4, help="default: %(default)s")
     g.add_argument(
@@ -535,6 +540,10 @@ def add_train_parser(subparsers) -> None:
     p.set_defaults(run=run_train)
 
 
+# Opt-in segmentor settings that let weakly supervised training from random weights learn.
+WEAK_FROM_SCRATCH = {"segmentor_head_bias_init": -4.0, "centre_prior_sigma": 3.0}
+
+
 def _training_model(args):
     import keras
 
@@ -543,6 +552,8 @@ def _training_model(args):
     if args.init:
         return keras.saving.load_model(args.init)
     overrides = {"use_auxnet": bool(args.weak and args.auxnet)}
+    if args.weak:  # from scratch, the SPEC head collapses under L_WS (docs/results.md)
+        overrides.update(WEAK_FROM_SCRATCH)
     if args.crop_size:
         overrides["crop_size"] = args.crop_size
     return Lacss.from_preset(args.preset, **overrides)
