@@ -4,8 +4,9 @@ Everything runs on the CPU in a few minutes: synthetic fluorescence-like cells a
 ``lacss_tiny`` is trained fully supervised (the settings of ``docs/results.md``), held-out images
 (larger than the training crops) are segmented, and the COCO mask AP against their ground truth is
 printed. Written to the output folder: ``model.keras`` (usable with ``lacss predict``),
-``training_curve.png``, and per test image the input (``*_image.tif``), the predicted label
-(``*_label.tif``), the ground truth (``*_gt.tif``) and an outline overlay (``*_overlay.png``).
+``training_curve.png``, the held-out inputs in ``images/``, their truth in ``ground_truth/`` and
+the predictions in ``predictions/`` (label TIFF, outline overlay PNG, CSV table per image), so
+``lacss predict`` and ``lacss evaluate`` can be tried on them next.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ import os
 from dataclasses import dataclass
 
 import keras
-import numpy as np
 import tifffile
 from tqdm.auto import tqdm
 
 from lacss_core.data import LacssDataset, SyntheticCells
-from lacss_core.export import write_label_tiff, write_overlay_png
+from lacss_core.export import write_csv, write_label_tiff, write_overlay_png
 from lacss_core.metrics import coco_mask_ap
 from lacss_core.models import Lacss
 from lacss_core.predict import predict_instances
@@ -95,7 +95,12 @@ def train_demo_model(settings: DemoSettings, progress: bool = True) -> tuple[Lac
 
 
 def segment_test_images(model, settings: DemoSettings, output: str, progress: bool = True):
-    """Segment held-out synthetic images, write the files; returns (predictions, truths, scores)."""
+    """Segment held-out synthetic images and write them in the layout the CLI reads.
+
+    ``images/NAME.tif`` (input), ``ground_truth/NAME_masks.tif`` (truth) and, as ``lacss predict``
+    writes them, ``predictions/NAME_label.tif``, ``NAME_overlay.png`` and ``NAME_cells.csv``.
+    Returns (predicted labels, true labels, scores).
+    """
     test = _cells(
         settings,
         settings.test_images,
@@ -103,15 +108,19 @@ def segment_test_images(model, settings: DemoSettings, output: str, progress: bo
         settings.cells_per_test_image,
         settings.seed + 2000,
     )
+    folders = {k: os.path.join(output, k) for k in ("images", "ground_truth", "predictions")}
+    for folder in folders.values():
+        os.makedirs(folder, exist_ok=True)
     predictions, truths, scores = [], [], []
     for i in tqdm(range(len(test)), desc="segmenting", unit="image", disable=not progress):
-        sample = test[i]
+        sample, name = test[i], f"synthetic_{i:02d}"
         label, details = predict_instances(model, sample.image)
-        stem = os.path.join(output, f"synthetic_{i:02d}")
-        tifffile.imwrite(stem + "_image.tif", sample.image.astype(np.float32))
-        write_label_tiff(stem + "_label.tif", label)
-        write_label_tiff(stem + "_gt.tif", sample.label)
-        write_overlay_png(stem + "_overlay.png", sample.image, label)
+        tifffile.imwrite(os.path.join(folders["images"], name + ".tif"), sample.image[..., 0])
+        write_label_tiff(os.path.join(folders["ground_truth"], name + "_masks.tif"), sample.label)
+        prediction = os.path.join(folders["predictions"], name)
+        write_label_tiff(prediction + "_label.tif", label)
+        write_overlay_png(prediction + "_overlay.png", sample.image, label)
+        write_csv(prediction + "_cells.csv", details)
         predictions.append(label)
         truths.append(sample.label)
         scores.append(details["scores"])
@@ -134,5 +143,7 @@ def run_demo(
     total = sum(int(t.max()) for t in truths)
     print(f"segmented {len(predictions)} held-out images: {found} cells found, {total} in truth")
     print(f"AP50 {ap['ap50']:.3f}   AP75 {ap['ap75']:.3f}   mAP {ap['map']:.3f}")
-    print(f"wrote model.keras, training_curve.png and per-image TIFF/PNG files to {output}/")
+    print(
+        f"wrote model.keras, training_curve.png, images/, ground_truth/, predictions/ to {output}/"
+    )
     return ap

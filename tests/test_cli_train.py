@@ -77,11 +77,19 @@ def test_demo_writes_its_files_and_prints_ap(tmp_path, capsys):
     for name in (
         "model.keras",
         "training_curve.png",
-        "synthetic_00_label.tif",
-        "synthetic_00_overlay.png",
-        "synthetic_00_image.tif",
+        "images/synthetic_00.tif",
+        "ground_truth/synthetic_00_masks.tif",
+        "predictions/synthetic_00_label.tif",
+        "predictions/synthetic_00_overlay.png",
+        "predictions/synthetic_00_cells.csv",
     ):
         assert (out / name).is_file(), name
+    # The README's next steps work on the demo's folders.
+    results = tmp_path / "results"
+    model = str(out / "model.keras")
+    assert cli.main(["predict", model, str(out / "images"), "-o", str(results)]) == 0
+    assert cli.main(["evaluate", str(results), str(out / "ground_truth")]) == 0
+    assert "AP50" in capsys.readouterr().out
     assert cli.main(["demo", "--steps", "0"]) == 2
 
 
