@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
 import keras
@@ -26,14 +27,16 @@ BACKEND = keras.backend.backend()
 
 # ----------------------------------------------------------------------------- environment
 def modes() -> list[str]:
-    """Modes for the current backend: eager always, plus jax.jit or torch.compile.
+    """Modes for the current backend: eager always, plus jax.jit (JAX) or torch.compile (torch).
 
-    torch.compile is opt-in (``LACSS_TORCH_COMPILE=1``): it needs a C++ toolchain and costs
-    tens of seconds per function on a 2-core CPU.
+    torch.compile runs where it works: on by default when a C++ compiler is on PATH (inductor
+    needs one on the CPU); ``LACSS_TORCH_COMPILE=0`` or ``1`` forces it off or on.
     """
     if BACKEND == "jax":
         return ["eager", "jit"]
-    if os.environ.get("LACSS_TORCH_COMPILE") == "1":
+    flag = os.environ.get("LACSS_TORCH_COMPILE")
+    compile_works = any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++"))
+    if flag == "1" or (flag is None and compile_works):
         return ["eager", "compile"]
     return ["eager"]
 
