@@ -88,7 +88,8 @@ def test_demo_writes_its_files_and_prints_ap(tmp_path, capsys):
     results = tmp_path / "results"
     model = str(out / "model.keras")
     assert cli.main(["predict", model, str(out / "images"), "-o", str(results)]) == 0
-    assert cli.main(["evaluate", str(results), str(out / "ground_truth")]) == 0
+    scores = str(tmp_path / "evaluation.json")
+    assert cli.main(["evaluate", str(results), str(out / "ground_truth"), "-o", scores]) == 0
     assert "AP50" in capsys.readouterr().out
     assert cli.main(["demo", "--steps", "0"]) == 2
 
