@@ -309,6 +309,22 @@ def located_fraction(pred_locations, gt_locations, radius):
     return float((d2.min(axis=1) <= radius**2).mean())
 
 
+def assert_finds_held_out_cells(model, cells, *, min_ap50):
+    """On 4 held-out images most cells are located (a prediction within 4 px of the GT centroid;
+    the LPN stride is 8 px) and segmented (COCO AP50 at least ``min_ap50``)."""
+    held_out = SyntheticCells(4, seed=1000, **cells)
+    labels, details = predict_instances(model, [s.image for s in held_out])
+    found = np.mean(
+        [
+            located_fraction(d["locations"], s.locations, radius=4.0)
+            for d, s in zip(details, held_out, strict=True)
+        ]
+    )
+    assert found >= 0.6, f"found {found:.2f} of the held-out cells"
+    ap = coco_mask_ap(labels, [s.label for s in held_out], [d["scores"] for d in details])
+    assert ap.ap50 >= min_ap50, f"held-out AP50 {ap.ap50:.3f}"
+
+
 @pytest.mark.slow
 def test_tiny_preset_learns_synthetic_cells():
     """Fully supervised training on synthetic cells: the loss falls and most cells are found."""
@@ -329,19 +345,8 @@ def test_tiny_preset_learns_synthetic_cells():
     start, end = losses[:5].mean(), losses[-20:].mean()  # this run: about 1.0 -> 0.12
     assert end < 0.35 * start, f"loss fell only from {start:.3f} to {end:.3f}"
 
-    # Held-out images: most cells are located (a prediction within 4 px of the GT centroid; the
-    # LPN stride is 8 px) and segmented (COCO AP50; this run reaches about 0.8 on both backends).
-    held_out = SyntheticCells(4, seed=1000, **cells)
-    labels, details = predict_instances(model, [s.image for s in held_out])
-    found = np.mean(
-        [
-            located_fraction(d["locations"], s.locations, radius=4.0)
-            for d, s in zip(details, held_out, strict=True)
-        ]
-    )
-    assert found >= 0.6, f"found {found:.2f} of the held-out cells"
-    ap = coco_mask_ap(labels, [s.label for s in held_out], [d["scores"] for d in details])
-    assert ap.ap50 >= 0.5, f"held-out AP50 {ap.ap50:.3f}"
+    # This run reaches about 0.8 AP50 on both backends.
+    assert_finds_held_out_cells(model, cells, min_ap50=0.5)
 
 
 @pytest.mark.slow
@@ -372,14 +377,4 @@ def test_tiny_preset_learns_from_points_and_masks():
     lpn = np.asarray(history["lpn_loss"])
     assert np.all(np.isfinite(history["loss"]))
     assert lpn[-20:].mean() < 0.35 * lpn[:5].mean(), "the LPN did not learn"
-    held_out = SyntheticCells(4, seed=1000, **cells)
-    labels, details = predict_instances(model, [s.image for s in held_out])
-    found = np.mean(
-        [
-            located_fraction(d["locations"], s.locations, radius=4.0)
-            for d, s in zip(details, held_out, strict=True)
-        ]
-    )
-    assert found >= 0.6, f"found {found:.2f} of the held-out cells"
-    ap = coco_mask_ap(labels, [s.label for s in held_out], [d["scores"] for d in details])
-    assert ap.ap50 >= 0.4, f"held-out AP50 {ap.ap50:.3f} (weak training collapsed?)"
+    assert_finds_held_out_cells(model, cells, min_ap50=0.4)  # 0 if the patches collapse
