@@ -69,8 +69,11 @@ def configure() -> str:
         return _check(configured, "keras.json")
     if configured:
         # Keras writes keras.json with "tensorflow" on its first import, whatever backend ran,
-        # so an unsupported entry there is usually Keras' default, not the user's choice.
-        _log.warning(
+        # so an unsupported entry there is usually Keras' default, not the user's choice: say so
+        # out loud only when that backend is installed (then it may well be the user's choice).
+        level = logging.WARNING if _installed(configured) else logging.DEBUG
+        _log.log(
+            level,
             "keras.json selects the Keras backend %r, which lacss-core does not support; "
             "ignoring it. Set KERAS_BACKEND=jax or KERAS_BACKEND=torch to choose.",
             configured,

@@ -29,12 +29,19 @@ def test_keras_json_is_read(fresh):
     assert _backend.configure() == "torch"
 
 
-def test_unsupported_keras_json_entry_is_ignored_with_a_warning(fresh, monkeypatch, caplog):
-    # Keras itself writes "tensorflow" into keras.json on its first import.
+@pytest.mark.parametrize("tensorflow_installed", [True, False])
+def test_unsupported_keras_json_entry_is_ignored(fresh, monkeypatch, caplog, tensorflow_installed):
+    # Keras itself writes "tensorflow" into keras.json on its first import: only when TensorFlow
+    # is installed can it be the user's choice, and only then is it worth a warning.
     (fresh / "keras.json").write_text(json.dumps({"backend": "tensorflow"}))
-    monkeypatch.setattr(_backend, "_installed", lambda name: name == "torch")
+    monkeypatch.setattr(
+        _backend,
+        "_installed",
+        lambda name: name == "torch" or (tensorflow_installed and name == "tensorflow"),
+    )
     assert _backend.configure() == "torch"
-    assert "keras.json selects the Keras backend 'tensorflow'" in caplog.text
+    warned = "keras.json selects the Keras backend 'tensorflow'" in caplog.text
+    assert warned == tensorflow_installed
 
 
 def test_default_prefers_jax_and_sets_env(fresh, monkeypatch):
