@@ -55,15 +55,16 @@ def time_preset(name: str, runs: int) -> dict:
     import jax
     import keras
 
+    from lacss_core._network import Network
     from lacss_core.models import Lacss
-    from lacss_core.predict import _Network, _resolve_settings, predict_instances
+    from lacss_core.predict import _resolve_settings, predict_instances
 
     keras.utils.set_random_seed(0)
     model = Lacss.from_preset(name, max_output=CAPACITY, min_score=0.0)
     model.build((None, None, None, 1))
     image = np.random.default_rng(0).integers(0, 4096, (SIZE, SIZE), dtype=np.uint16)
     images = keras.ops.convert_to_tensor((image / 4095.0).astype(np.float32)[None, ..., None])
-    network = _Network.of(model)
+    network = Network.of(model)
     # Greedy NMS keeps a prefix of its min_score=0 output for any higher min_score, so the
     # INSTANCES-th score is the threshold that keeps INSTANCES proposals.
     _, scores, _ = network._stage("propose", _resolve_settings(network, 0.0, None, 0.5))(images)

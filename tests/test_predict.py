@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from lacss_core import predict as predict_module
+from lacss_core import tiling
 from lacss_core.predict import predict_instances
 
 CROP = 16
@@ -181,7 +181,7 @@ def test_tiled_equals_whole(model, shape, overlap):
 
 def test_axis_tiles_cover_the_axis_with_cores_away_from_tile_edges():
     for length, tile, overlap in [(100, 48, 16), (1000, 256, 96), (257, 128, 64), (50, 64, 32)]:
-        tiles = predict_module._axis_tiles(length, tile, overlap)
+        tiles = tiling.axis_tiles(length, tile, overlap)
         assert tiles[0].core_lo == 0 and tiles[-1].core_hi == length
         for before, after in zip(tiles[:-1], tiles[1:], strict=True):
             assert before.core_hi == after.core_lo
@@ -200,7 +200,7 @@ def test_greedy_nms_matches_brute_force():
     for i, p in enumerate(locations):
         if all(np.sum((p - locations[j]) ** 2) > 9.0 for j in kept):
             kept.append(i)
-    np.testing.assert_array_equal(predict_module._greedy_nms(locations, 3.0), kept)
+    np.testing.assert_array_equal(tiling.greedy_nms(locations, 3.0), kept)
 
 
 def test_tiny_model_whole_and_tiled(tiny):

@@ -1,0 +1,169 @@
+"""The model as two compiled stages for prediction: propose (dense part + NMS) and segment
+(per-instance layers on as many slots as there are proposals). Used by ``lacss_core.predict``."""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from dataclasses import dataclass
+
+# The per-instance layers run on at least this many slots (few distinct compiled shapes).
+MIN_SLOTS = 16
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Post-processing settings resolved against the model's config (Python scalars)."""
+
+    min_score: float
+    nms_distance: float
+    threshold: float
+    max_output: int
+    pre_nms_topk: int
+
+
+class Network:
+    """The model as two compiled stages: propose (dense part + NMS) and segment (per instance).
+
+    Uses ``model.dense_forward`` (LPN maps, NMS candidates and the segmentor's shared features) and
+    ``model.segment_locations``; NMS is called here so ``min_score`` and ``nms_distance`` can be
+    overridden per call. On JAX each stage is ``jax.jit``-ed as a pure function of the model's
+    variable values (``keras.StatelessScope``); compiled functions are cached per settings and
+    re-traced by JAX per input shape.
+    """
+
+    def __init__(self, model):
+        import keras
+
+        self._model = weakref.ref(model)  # weak: this adapter is cached per model in NETWORKS
+        self.crop_size = int(model.crop_size)
+        self.channels = model_channels(model)
+        self._jax = keras.backend.backend() == "jax"
+        self._compiled = {}
+
+    @classmethod
+    def of(cls, model) -> Network:
+        """The cached adapter of ``model`` (compiled functions live as long as the model)."""
+        network = NETWORKS.get(model)
+        if network is None:
+            network = NETWORKS[model] = cls(model)
+        return network
+
+    @property
+    def model(self):
+        return self._model()
+
+    def default_nms_distance(self) -> float:
+        distance = self.model.nms_distance
+        return float(self.model.lpn_stride if distance is None else distance)
+
+    def ensure_built(self, channels: int) -> None:
+        if not self.model.built:
+            self.model.build((None, None, None, channels))
+            self.channels = channels
+
+    def run(self, image, settings: Settings, *, render: bool) -> dict:
+        """Run on one ``(H, W, C)`` float32 image.
+
+        Returns NumPy arrays: ``locations (S, 2)`` float32, ``scores (S,)`` float32 (NMS order,
+        ``-1`` padded; ``S`` slots cover every valid proposal) and, with ``render``, ``ranks
+        (H, W)`` int32 (SPEC 9 over the valid rows), else ``masks (S, c, c)`` bool (patch ``>``
+        threshold) and ``origins (S, 2)`` int32 image pixels of each mask's ``(0, 0)``.
+        """
+        import keras
+
+        self.ensure_built(image.shape[-1])
+        images = keras.ops.convert_to_tensor(image[None])
+        locations, scores, shared = self._stage("propose", settings)(images)
+        valid_count = int(keras.ops.convert_to_numpy(keras.ops.sum(locations[0, :, 0] >= 0)))
+        slots = min(settings.max_output, max(MIN_SLOTS, 1 << max(0, valid_count - 1).bit_length()))
+        stage = self._stage("render" if render else "masks", settings, image.shape[:2])
+        outputs = stage(shared, locations[:, :slots], scores[:, :slots])
+        return {key: keras.ops.convert_to_numpy(value)[0] for key, value in outputs.items()}
+
+    def _stage(self, name, settings, image_shape=None):
+        if name == "propose":  # the threshold plays no part: do not compile again for it
+            settings = dataclasses.replace(settings, threshold=0.0)
+        key = (name, settings, image_shape)
+        if key not in self._compiled:
+            function = getattr(self, f"_{name}")
+            self._compiled[key] = self._compile(
+                lambda *args: function(*args, settings=settings, image_shape=image_shape)
+            )
+        return self._compiled[key]
+
+    def _compile(self, function):
+        if self._jax:
+            import jax
+            import keras
+
+            def pure(values, *args):
+                mapping = list(zip(self.model.variables, values, strict=True))
+                with keras.StatelessScope(state_mapping=mapping):
+                    return function(*args)
+
+            jitted = jax.jit(pure)
+            return lambda *args: jitted([v.value for v in self.model.variables], *args)
+        import torch
+
+        def no_grad(*args):
+            with torch.no_grad():
+                return function(*args)
+
+        return no_grad
+
+    def _propose(self, images, *, settings, image_shape):
+        from lacss_core import ops as lops
+
+        dense = self.model.dense_forward(images, training=False)
+        locations, scores, _ = lops.nms(
+            dense["candidates"],
+            dense["candidate_scores"],
+            max_output=settings.max_output,
+            nms_distance=settings.nms_distance,
+            min_score=settings.min_score,
+            pre_nms_topk=settings.pre_nms_topk,
+        )
+        return locations, scores, dense["shared_features"]
+
+    def _instances(self, shared, locations):
+        from keras import ops
+
+        instances = self.model.segment_locations(shared, locations)
+        valid = instances["valid"]
+        return instances, ops.where(valid[..., None], locations, -ops.ones_like(locations))
+
+    def _render(self, shared, locations, scores, *, settings, image_shape):
+        from lacss_core import ops as lops
+
+        instances, locations = self._instances(shared, locations)
+        ranks = lops.render_label(
+            instances["patches"], locations, scores, image_shape, threshold=settings.threshold
+        )
+        return {"locations": locations, "scores": scores, "ranks": ranks}
+
+    def _masks(self, shared, locations, scores, *, settings, image_shape):
+        from keras import ops
+
+        instances, locations = self._instances(shared, locations)
+        return {
+            "locations": locations,
+            "scores": scores,
+            "masks": instances["patches"] > ops.cast(settings.threshold, "float32"),
+            "origins": instances["origins"],
+        }
+
+
+# model -> its Network; weak, so the compiled functions go when the model does.
+NETWORKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def model_channels(model):
+    """The model's image channel count, or None while it is unbuilt (any count then works)."""
+    channels = getattr(model, "input_channels", None)
+    if channels is not None:
+        return int(channels)
+    try:
+        return int(model.backbone.stem_convs[0].kernel.shape[2])
+    except (AttributeError, IndexError, ValueError):
+        return None

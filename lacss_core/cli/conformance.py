@@ -1,0 +1,21 @@
+"""``lacss conformance``: the ops against the NumPy oracle, on every installed backend."""
+
+from __future__ import annotations
+
+
+def add_conformance_parser(subparsers) -> None:
+    from lacss_core.conformance.__main__ import __doc__ as runner_doc
+
+    p = subparsers.add_parser(
+        "conformance",
+        help="check the Keras ops against the NumPy oracle on every backend",
+        description=runner_doc,
+        add_help=False,  # `lacss conformance --help` shows the runner's own options
+    )
+    p.set_defaults(run=run_conformance, pass_through=True)
+
+
+def run_conformance(args) -> int:
+    from lacss_core.conformance.__main__ import main as conformance_main
+
+    return conformance_main(args.extra, prog="lacss conformance")

@@ -1,0 +1,131 @@
+"""``lacss train``: train a model from labelled images, or from points + masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_train_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model from a folder of labelled images, or of points + masks",
+        description="Train LACSS. Fully supervised: DATA holds IMAGE.tif with IMAGE_masks.tif "
+        "label images. Weakly supervised (--weak): DATA holds IMAGE.tif, IMAGE_points.csv (y,x "
+        "per cell) and IMAGE_mask.tif (binary foreground). Writes the model (-o), checkpoints "
+        "(resumed if present) and a training-curve PNG beside the model.",
+        epilog="example: lacss train data/train -o cells.keras --steps 5000 --validation data/val",
+    )
+    p.add_argument("data", help="training folder")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.keras)")
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--preset", default="lacss_tiny", help="model preset for a new model (default: %(default)s)"
+    )
+    g.add_argument("--init", help="start from this saved model (transfer learning)")
+    g.add_argument("--crop-size", type=int, help="segmentation crop in pixels (new models)")
+    g.add_argument(
+        "--auxnet",
+        action="store_true",
+        help="with --weak: add the auxnet and its cell-boundary loss (new models)",
+    )
+    g = p.add_argument_group("training")
+    g.add_argument(
+        "--weak",
+        action="store_true",
+        help="weakly supervised (points + masks); a new model then gets the segmentor head bias "
+        "and centre prior that keep it from collapsing (docs/results.md)",
+    )
+    g.add_argument("--steps", type=int, default=1000, help="default: %(default)s")
+    g.add_argument("--batch-size", type=int, default=4, help="default: %(default)s")
+    g.add_argument(
+        "--size", type=int, default=256, help="training crop side in pixels (default: %(default)s)"
+    )
+    g.add_argument(
+        "--max-instances",
+        type=int,
+        default=256,
+        help="cells per training image (default: %(default)s)",
+    )
+    g.add_argument("--learning-rate", type=float, default=1e-3, help="default: %(default)s")
+    g.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    g.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="JAX: split every batch over all local devices (keras.distribution)",
+    )
+    g = p.add_argument_group("checkpoints and validation")
+    g.add_argument(
+        "--checkpoint-dir", help="checkpoint folder (default: OUTPUT without suffix + _checkpoints)"
+    )
+    g.add_argument("--checkpoint-every", type=int, default=500, help="default: %(default)s")
+    g.add_argument("--validation", help="folder of labelled images for validation AP50")
+    g.add_argument("--validate-every", type=int, default=500, help="default: %(default)s")
+    p.set_defaults(run=run_train)
+
+
+# Opt-in segmentor settings that let weakly supervised training from random weights learn.
+WEAK_FROM_SCRATCH = {"segmentor_head_bias_init": -4.0, "centre_prior_sigma": 3.0}
+
+
+def _training_model(args):
+    import keras
+
+    from lacss_core.models import Lacss
+
+    if args.init:
+        return keras.saving.load_model(args.init)
+    overrides = {"use_auxnet": bool(args.weak and args.auxnet)}
+    if args.weak:  # from scratch, the SPEC head collapses under L_WS (docs/results.md)
+        overrides.update(WEAK_FROM_SCRATCH)
+    if args.crop_size:
+        overrides["crop_size"] = args.crop_size
+    return Lacss.from_preset(args.preset, **overrides)
+
+
+def run_train(args) -> int:
+    from lacss_core.data import LacssDataset, load_labelled_folder, load_point_folder
+    from lacss_core.train import BEST_FILE, plot_history, train
+
+    if not args.output.endswith(".keras"):
+        raise ValueError(f"--output must end in .keras, got {args.output!r}")
+    if args.data_parallel:  # before the model exists, so its weights are replicated
+        from lacss_core.distributed import data_parallel
+
+        data_parallel()
+    samples = load_point_folder(args.data) if args.weak else load_labelled_folder(args.data)
+    data = LacssDataset(
+        samples,
+        batch_size=args.batch_size,
+        max_instances=args.max_instances,
+        supervision="weak" if args.weak else "full",
+        size=(args.size, args.size),
+        augment=True,
+        seed=args.seed,
+    )
+    if args.data_parallel:
+        from lacss_core.distributed import local_batches
+
+        data = local_batches(data)  # each host feeds its rows of every batch (no-op on one)
+    validation = load_labelled_folder(args.validation) if args.validation else None
+    stem = Path(args.output).with_suffix("")
+    checkpoint_dir = args.checkpoint_dir or f"{stem}_checkpoints"
+    model = _training_model(args)
+    history = train(
+        model,
+        data,
+        steps=args.steps,
+        learning_rate=args.learning_rate,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=args.checkpoint_every,
+        validation_data=validation,
+        validate_every=args.validate_every,
+        seed=args.seed,
+    )
+    model.save(args.output)
+    plot_history(history, f"{stem}_training_curve.png")
+    best = Path(checkpoint_dir) / BEST_FILE
+    print(
+        f"wrote {args.output} and {stem}_training_curve.png"
+        + (f"; best validation model: {best}" if validation else "")
+    )
+    return 0

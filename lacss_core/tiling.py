@@ -1,0 +1,148 @@
+"""Tiled prediction of images larger than one tile (used by ``lacss_core.predict``).
+
+Tiles of ``tile_size`` pixels overlap by ``tile_overlap >= crop_size`` pixels. The
+overlap strip between two neighbours is split at its middle: each tile's *core* is the part of
+the image closer to it, and a cell belongs to the tile whose core holds its location, so a cell
+is never cut by a seam (its ``c x c`` patch lies inside the tile that owns it) and never counted
+twice. To absorb the small location jitter of a real network near a core edge, each tile also
+reports cells up to ``nms_distance`` pixels outside its core, and one greedy NMS over all reported
+cells (core cells first on equal score) removes the doubles. Memory is bounded by one tile's
+network activations plus the full-size image and label (the per-cell masks kept between tiles are
+cropped to each cell's pixels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Tile starts are multiples of this (the model's padding multiple), so that interior tiles see
+# the same LPN grid and padding phase as the whole image.
+TILE_ALIGN = 32
+
+
+@dataclass(frozen=True)
+class AxisTile:
+    start: int  # first pixel of the tile
+    size: int  # pixels
+    core_lo: float  # the core is [core_lo, core_hi) in pixel index coordinates
+    core_hi: float
+
+
+def axis_tiles(length: int, tile: int, overlap: int) -> list[AxisTile]:
+    """Tiles along one axis: starts at multiples of TILE_ALIGN, the last one flush with the end.
+
+    Neighbours overlap by at least ``overlap``; cores split each overlap at its middle.
+    """
+    if length <= tile:
+        return [AxisTile(0, length, 0.0, float(length))]
+    step = tile - overlap
+    step = max(TILE_ALIGN, step - step % TILE_ALIGN) if step >= TILE_ALIGN else step
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    bounds = [0.0]
+    for before, after in zip(starts[:-1], starts[1:], strict=True):
+        bounds.append((after + before + tile) / 2)
+    bounds.append(float(length))
+    return [AxisTile(s, tile, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
+
+
+@dataclass
+class TileCells:
+    """Cells reported by the tiles so far, in the order reported."""
+
+    scores: list
+    locations: list
+    in_core: list
+    corners: list  # (y0, x0) image pixel of each mask's (0, 0)
+    masks: list  # bool masks cropped to each cell's pixels
+
+    def add(self, out, offset, rows, cols, margin):
+        """Keep the valid cells of one tile's output whose location is within ``margin`` of its
+        core; ``offset`` is the tile's top-left pixel, ``rows``/``cols`` its ``AxisTile``s."""
+        locations = out["locations"] + np.asarray(offset, np.float32)
+        valid = np.all(out["locations"] >= 0, axis=-1)
+        y, x = locations[:, 0], locations[:, 1]
+
+        def inside(lo_y, hi_y, lo_x, hi_x):
+            return (y >= lo_y) & (y < hi_y) & (x >= lo_x) & (x < hi_x)
+
+        core = inside(rows.core_lo, rows.core_hi, cols.core_lo, cols.core_hi)
+        near = inside(
+            rows.core_lo - margin, rows.core_hi + margin, cols.core_lo - margin,
+            cols.core_hi + margin,
+        )  # fmt: skip
+        for i in np.flatnonzero(valid & near):
+            corner, mask = crop_mask(out["masks"][i], out["origins"][i] + np.asarray(offset))
+            self.scores.append(out["scores"][i])
+            self.locations.append(locations[i])
+            self.in_core.append(core[i])
+            self.corners.append(corner)
+            self.masks.append(mask)
+
+
+def crop_mask(mask, origin):
+    """``(corner, mask)`` cropped to the mask's True pixels (an empty mask stays ``(0, 0)``)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return (int(origin[0]), int(origin[1])), mask[:0, :0]
+    top, left = rows[0], cols[0]
+    cropped = mask[top : rows[-1] + 1, left : cols[-1] + 1].copy()
+    return (int(origin[0] + top), int(origin[1] + left)), cropped
+
+
+def greedy_nms(locations, distance) -> np.ndarray:
+    """Indices kept by greedy NMS over rows already in priority order (SPEC 5 criterion:
+    keep a row if its squared distance to every kept row is ``> distance**2``, in float32)."""
+    from scipy.spatial import cKDTree
+
+    count = len(locations)
+    if count == 0:
+        return np.zeros(0, np.int64)
+    locations = np.asarray(locations, np.float32)
+    pairs = cKDTree(locations).query_pairs(r=distance * (1 + 1e-6) + 1e-6, output_type="ndarray")
+    delta = locations[pairs[:, 0]] - locations[pairs[:, 1]]
+    limit = np.float32(distance) * np.float32(distance)
+    pairs = pairs[np.sum(delta * delta, axis=1, dtype=np.float32) <= limit]
+    neighbours = [[] for _ in range(count)]
+    for a, b in pairs:
+        neighbours[min(a, b)].append(max(a, b))  # only later rows can be suppressed
+    suppressed = np.zeros(count, bool)
+    for i in range(count):
+        if not suppressed[i]:
+            suppressed[neighbours[i]] = True
+    return np.flatnonzero(~suppressed)
+
+
+def predict_tiled(network, image, settings, tile, overlap):
+    """Tiled twin of ``_predict_whole`` (same return values)."""
+    height, width = image.shape[:2]
+    margin = min(settings.nms_distance, max(0.0, (overlap - network.crop_size) / 2))
+    cells = TileCells([], [], [], [], [])
+    for rows in axis_tiles(height, tile, overlap):
+        for cols in axis_tiles(width, tile, overlap):
+            window = image[rows.start : rows.start + rows.size, cols.start : cols.start + cols.size]
+            out = network.run(window, settings, render=False)
+            cells.add(out, (rows.start, cols.start), rows, cols, margin)
+    scores = np.asarray(cells.scores, np.float32)
+    locations = np.asarray(cells.locations, np.float32).reshape(-1, 2)
+    # Priority: score descending; on equal scores a core cell before a margin copy of it.
+    order = np.lexsort((~np.asarray(cells.in_core, bool), -scores))
+    kept = order[greedy_nms(locations[order], settings.nms_distance)]
+    ranks = np.zeros((height, width), np.int32)
+    for rank, i in enumerate(kept, start=1):
+        paint(ranks, cells.corners[i], cells.masks[i], rank)
+    return ranks, scores[kept], locations[kept]
+
+
+def paint(ranks, corner, mask, rank) -> None:
+    """Give ``rank`` to the still-unpainted pixels of ``mask`` placed at ``corner`` (clipped)."""
+    y0, x0 = corner
+    top, left = max(y0, 0), max(x0, 0)
+    bottom = min(y0 + mask.shape[0], ranks.shape[0])
+    right = min(x0 + mask.shape[1], ranks.shape[1])
+    if bottom <= top or right <= left:
+        return
+    region = ranks[top:bottom, left:right]
+    inside = mask[top - y0 : bottom - y0, left - x0 : right - x0]
+    region[inside & (region == 0)] = rank
