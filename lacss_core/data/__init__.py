@@ -12,12 +12,15 @@ from lacss_core.data.augment import (
     fit_to_size,
     transform_points,
 )
+from lacss_core.data.axes import Planes, image_axes, split_planes
 from lacss_core.data.io import (
+    StackError,
     load_labelled_folder,
     load_point_folder,
     read_image,
     read_label,
     read_mask,
+    read_planes,
     read_points,
 )
 from lacss_core.data.normalize import normalize_image
@@ -44,7 +47,9 @@ def __getattr__(name):
 __all__ = [
     "AugmentParams",
     "LacssDataset",
+    "Planes",
     "Sample",
+    "StackError",
     "SyntheticCells",
     "apply_augmentation",
     "augment",
@@ -52,6 +57,7 @@ __all__ = [
     "draw_params",
     "drop_excess_labels",
     "fit_to_size",
+    "image_axes",
     "label_to_locations",
     "label_to_mask",
     "load_labelled_folder",
@@ -61,8 +67,10 @@ __all__ = [
     "read_image",
     "read_label",
     "read_mask",
+    "read_planes",
     "read_points",
     "relabel_sequential",
+    "split_planes",
     "synthetic_cells",
     "transform_points",
 ]

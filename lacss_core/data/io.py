@@ -8,10 +8,13 @@ Pairing rules (one folder, partners share the image's file stem, as in cellpose)
   ``y,x`` row per cell; a header ``y,x`` or napari's ``index,axis-0,axis-1`` is recognised) +
   ``img_001_mask.tif`` (binary foreground, any nonzero pixel counts).
 
-Images may be 8/16-bit or float, grey ``(H, W)`` or colour ``(H, W, C)``; TIFF stacks stored
-channel-first ``(C, H, W)`` with ``C <= 4`` are transposed; the alpha channel of RGBA PNG/JPEG
-files is dropped. Intensities are returned raw (as float32); normalise them later. Every bad file
-(unreadable, wrong shape, missing partner, empty annotation) raises ``ValueError`` naming it.
+Images may be 8/16-bit or float, grey ``(H, W)`` or colour ``(H, W, C)``, channels-first or -last;
+which axes are channels and which a stack (z, time, pages) is read from the file's metadata by the
+rule of :mod:`lacss_core.data.axes`, and a stack is refused by :func:`read_image` unless a plane
+is chosen (:func:`read_planes` gives them all). The alpha channel of RGBA PNG/JPEG files is
+dropped. Intensities are returned raw (as float32); normalise them later. Every bad file (missing,
+empty, not an image, unreadable, wrong shape, missing partner, empty annotation) raises
+``ValueError`` naming it and what is wrong.
 """
 
 from __future__ import annotations
@@ -21,37 +24,90 @@ from pathlib import Path
 
 import numpy as np
 
+from lacss_core.data.axes import Planes, split_planes
 from lacss_core.data.samples import Sample
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 _TIFF = (".tif", ".tiff")
-_MAX_CHANNELS = 4
 
 
-def read_image(path) -> np.ndarray:
-    """Read an image file as ``(H, W, C) float32`` raw intensities."""
+def read_image(path, *, plane: int | None = None, axes: str | None = None) -> np.ndarray:
+    """Read one 2-D image from a file as ``(H, W, C) float32`` raw intensities.
+
+    The layout comes from the file's metadata (tifffile axes, ImageJ or OME) by the rule of
+    :mod:`lacss_core.data.axes`: channels are ``C``/``S`` axes (RGB, channels-first or -last);
+    a z-stack, time series or plain multi-page TIFF is a stack, not channels.
+
+    Args:
+        path: a ``.tif``/``.tiff``/``.png``/``.jpg``/``.jpeg`` file.
+        plane: for a stack, the plane to read (index in the file's order over its stack axes,
+            ``0 .. planes - 1``); ``0`` is also accepted for a single image.
+        axes: the file's axis letters, overriding its metadata (e.g. ``"CYX"`` for a multi-page
+            TIFF whose pages are channels).
+    Raises:
+        StackError: the file is a stack and ``plane`` is None (the message says how to choose).
+        ValueError: the file is missing, empty, not an image, corrupt, or ``plane`` is out of range.
+    """
+    planes = read_planes(path, axes=axes)
+    count = len(planes.images)
+    if plane is None:
+        if count > 1:
+            raise StackError(Path(path), planes)
+        plane = 0
+    if (
+        isinstance(plane, bool)
+        or not isinstance(plane, (int, np.integer))
+        or not (0 <= plane < count)
+    ):
+        raise ValueError(f"plane must be an int in 0..{count - 1} for {path}, got {plane!r}")
+    return planes.images[plane]
+
+
+def read_planes(path, *, axes: str | None = None) -> Planes:
+    """Every 2-D image of a file (one for a plain image, one per plane for a stack).
+
+    Returns:
+        :class:`~lacss_core.data.axes.Planes`: ``images (P, H, W, C) float32`` raw intensities in
+        the file's order, with the stack's axis letters and shape (``""`` and ``()`` for a single
+        image). The alpha channel of an RGBA PNG/JPEG is dropped.
+    Raises:
+        ValueError: the file is missing, empty, not an image or corrupt, naming it.
+    """
     path = Path(path)
-    a = _squeeze_leading(_read(path), path)
-    if a.ndim == 2:
-        return a[..., None].astype(np.float32)
-    if a.ndim != 3:
-        raise ValueError(f"image {path} has shape {a.shape}; expected (H, W) or (H, W, C)")
-    if a.shape[0] <= _MAX_CHANNELS < a.shape[-1]:  # channel-first TIFF stack (C, H, W)
-        a = np.moveaxis(a, 0, -1)
-    if a.shape[-1] > _MAX_CHANNELS:
-        raise ValueError(
-            f"image {path} has shape {a.shape}: a 3-D stack, not a 2-D image with at most "
-            f"{_MAX_CHANNELS} channels"
+    array, file_axes = _read(path)
+    if axes is not None:
+        file_axes = axes
+    if array.ndim < 2 or min(array.shape) < 1:
+        raise ValueError(f"file {path} has shape {array.shape}; expected a 2-D image")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"file {path} has dtype {array.dtype}; expected a numeric image")
+    try:
+        planes = split_planes(array, file_axes)
+    except ValueError as e:
+        raise ValueError(f"file {path}: {e}") from e
+    images = planes.images
+    if images.shape[-1] == 4 and path.suffix.lower() not in _TIFF:
+        images = images[..., :3]  # RGBA PNG/JPEG: alpha is transparency, not signal
+    return Planes(images=images.astype(np.float32), axes=planes.axes, shape=planes.shape)
+
+
+class StackError(ValueError):
+    """A file holds a stack (z, time, pages) where one 2-D image was asked for."""
+
+    def __init__(self, path: Path, planes: Planes):
+        self.path, self.planes = path, planes
+        super().__init__(
+            f"image {path} is a stack, not one 2-D image: {planes.describe()}. Pick a plane "
+            "(read_image(path, plane=N); lacss predict --plane N) or segment every plane "
+            "(read_planes(path); lacss predict --stack-mode per-plane); if that axis holds "
+            "channels, say so (read_image(path, axes='CYX'); lacss predict --stack-mode channels)"
         )
-    if a.shape[-1] == 4 and path.suffix.lower() not in _TIFF:
-        a = a[..., :3]  # RGBA PNG/JPEG: alpha is transparency, not signal
-    return a.astype(np.float32)
 
 
 def read_label(path, shape=None) -> np.ndarray:
     """Read a label image as ``(H, W) int32``, 0 = background; ``shape``: the image's ``(H, W)``."""
     path = Path(path)
-    a = _squeeze_leading(_read(path), path)
+    a = _squeeze_leading(_read(path)[0], path)
     _check_plane(a, path, "label image", shape)
     if a.dtype.kind == "f":
         if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
@@ -70,7 +126,7 @@ def read_label(path, shape=None) -> np.ndarray:
 def read_mask(path, shape=None) -> np.ndarray:
     """Read a foreground mask as ``(H, W) float32`` in ``{0, 1}`` (any nonzero pixel is 1)."""
     path = Path(path)
-    a = _squeeze_leading(_read(path), path)
+    a = _squeeze_leading(_read(path)[0], path)
     _check_plane(a, path, "mask", shape)
     mask = (a != 0).astype(np.float32)
     if not mask.any():
@@ -139,21 +195,58 @@ def load_point_folder(folder, *, points_suffix="_points", mask_suffix="_mask") -
     return samples
 
 
-def _read(path: Path) -> np.ndarray:
+def _read(path: Path) -> tuple[np.ndarray, str | None]:
+    """The file's pixels and, where the format says, its axis letters (tifffile convention)."""
     if not path.is_file():
         raise ValueError(f"file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        raise ValueError(
+            f"file {path} is not an image file: lacss reads {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    if path.stat().st_size == 0:
+        raise ValueError(f"file {path} is empty (0 bytes), not an image")
     try:
-        if path.suffix.lower() in _TIFF:
-            import tifffile
-
-            return np.asarray(tifffile.imread(path))
+        if suffix in _TIFF:
+            return _read_tiff(path)
         import imageio.v3 as iio
 
-        return np.asarray(iio.imread(path))
+        array = np.asarray(iio.imread(path, plugin="pillow"))
+        return array, "YX" if array.ndim == 2 else "YXC" if array.ndim == 3 else None
     except ImportError as e:
         raise ImportError(f"reading {path} needs: pip install 'lacss-core[io]' ({e})") from e
     except Exception as e:  # the readers raise many types for corrupt files; name the file
-        raise ValueError(f"cannot read image file {path}: {e}") from e
+        raise ValueError(f"cannot read image file {path}: {_reason(path, e)}") from e
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
+    import logging
+
+    import tifffile
+
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # a corrupt file is reported once, by us, not as log noise
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return np.asarray(series.asarray()), series.axes
+    finally:
+        logger.setLevel(level)
+
+
+def _reason(path: Path, error: Exception) -> str:
+    """What is wrong with an unreadable file, in words (imageio's own messages name plugins)."""
+    if path.suffix.lower() in _TIFF:
+        return f"not a valid TIFF file or truncated ({error})"
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.load()
+    except Exception as pil_error:
+        return f"not a valid {path.suffix[1:].upper()} image or truncated ({pil_error})"
+    return str(error)
 
 
 def _squeeze_leading(a: np.ndarray, path: Path) -> np.ndarray:

@@ -8,10 +8,12 @@ import pytest
 import tifffile
 
 from lacss_core.data import (
+    StackError,
     load_labelled_folder,
     load_point_folder,
     read_image,
     read_label,
+    read_planes,
     read_points,
 )
 
@@ -58,8 +60,14 @@ def test_label_suffix_is_configurable(tmp_path):
 
 
 def test_read_image_channel_first_tiff_and_rgba_png(tmp_path):
-    tifffile.imwrite(tmp_path / "cf.tif", np.stack([grey16(), grey16() // 2]))  # (2, H, W)
-    assert read_image(tmp_path / "cf.tif").shape == (12, 16, 2)
+    cf = np.stack([grey16(), grey16() // 2, grey16() // 3])
+    tifffile.imwrite(tmp_path / "cf.tif", cf, photometric="rgb", planarconfig="separate")
+    np.testing.assert_array_equal(read_image(tmp_path / "cf.tif"), np.moveaxis(cf, 0, -1))
+    two = np.stack([grey16(), grey16() // 2])
+    tifffile.imwrite(tmp_path / "c2.tif", two, metadata={"axes": "CYX"})
+    assert read_image(tmp_path / "c2.tif").shape == (12, 16, 2)
+    tifffile.imwrite(tmp_path / "hw2.tif", np.moveaxis(two, 0, -1))  # stored as 12 pages 16x2
+    assert read_image(tmp_path / "hw2.tif").shape == (12, 16, 2)
     rgba = np.concatenate([rgb8(), np.full((12, 16, 1), 255, np.uint8)], axis=-1)
     iio.imwrite(tmp_path / "rgba.png", rgba)
     np.testing.assert_array_equal(read_image(tmp_path / "rgba.png"), rgb8())
@@ -119,8 +127,76 @@ def test_unreadable_file_is_named(tmp_path):
 
 def test_volume_is_not_an_image(tmp_path):
     tifffile.imwrite(tmp_path / "img.tif", np.zeros((7, 12, 16), np.uint8))
-    with pytest.raises(ValueError, match=r"img.tif has shape \(7, 12, 16\): a 3-D stack"):
+    with pytest.raises(StackError, match=r"img.tif is a stack.*7 planes \(Q=7\) of 12x16 px"):
         read_image(tmp_path / "img.tif")
+
+
+GREY = "minisblack"
+
+
+def _stack(n=3):
+    return np.stack([grey16() + i for i in range(n)])
+
+
+@pytest.mark.parametrize(
+    "write, axes",
+    [
+        (lambda p, a: tifffile.imwrite(p, a, imagej=True, metadata={"axes": "ZYX"}), "Z"),
+        (lambda p, a: tifffile.imwrite(p, a[:2], imagej=True, metadata={"axes": "TYX"}), "T"),
+        (lambda p, a: tifffile.imwrite(p, a, ome=True, metadata={"axes": "ZYX"}), "Z"),
+        (lambda p, a: tifffile.imwrite(p, a, photometric=GREY, metadata={"axes": "ZYX"}), "Z"),
+        (lambda p, a: [tifffile.imwrite(p, x, append=True, metadata=None) for x in a], "I"),
+        (lambda p, a: tifffile.imwrite(p, a[:2]), "Q"),  # shaped, axes unknown
+    ],
+    ids=["imagej-zyx", "imagej-tyx", "ome-zyx", "shaped-zyx", "plain-pages", "shaped-unknown"],
+)
+def test_stacks_are_refused_with_how_to_pick_a_plane(tmp_path, write, axes):
+    path = tmp_path / "stack.tif"
+    write(path, _stack())
+    with pytest.raises(StackError, match=rf"is a stack.*\({axes}=.*--plane N.*per-plane") as info:
+        read_image(path)
+    count = len(info.value.planes.images)
+    planes = read_planes(path)
+    assert planes.axes == axes and planes.images.shape == (count, 12, 16, 1)
+    for i in range(count):
+        np.testing.assert_array_equal(read_image(path, plane=i)[..., 0], _stack()[i])
+    with pytest.raises(ValueError, match=f"plane must be an int in 0..{count - 1}"):
+        read_image(path, plane=count)
+
+
+def test_imagej_hyperstack_with_channels(tmp_path):
+    data = np.stack([_stack(2)] * 3)  # Z=3, C=2
+    tifffile.imwrite(tmp_path / "h.tif", data, imagej=True, metadata={"axes": "ZCYX"})
+    planes = read_planes(tmp_path / "h.tif")
+    assert planes.axes == "Z" and planes.images.shape == (3, 12, 16, 2)
+    channels = read_image(tmp_path / "h.tif", plane=1, axes=None)
+    np.testing.assert_array_equal(channels, np.moveaxis(data[1], 0, -1))
+
+
+def test_pages_declared_as_channels(tmp_path):
+    path = tmp_path / "pages.tif"
+    for page in _stack():
+        tifffile.imwrite(path, page, append=True, metadata=None)
+    np.testing.assert_array_equal(read_image(path, axes="CYX"), np.moveaxis(_stack(), 0, -1))
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.png", b"", "is empty \\(0 bytes\\), not an image"),
+        ("empty.tif", b"", "is empty \\(0 bytes\\), not an image"),
+        ("notes.txt", b"hello", "is not an image file: lacss reads .tif"),
+        ("table.csv", b"y,x\n1,2\n", "is not an image file"),
+        ("half.png", b"\x89PNG\r\n\x1a\n" + b"x" * 30, "not a valid PNG image or truncated"),
+        ("junk.tif", b"II*\x00 not a tiff", "not a valid TIFF file or truncated"),
+    ],
+)
+def test_not_an_image_is_said_plainly(tmp_path, caplog, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=message) as info:
+        read_image(tmp_path / name)
+    assert "backend" not in str(info.value) and "pyav" not in str(info.value)
+    assert "tifffile" not in caplog.text  # no log noise beside the error
 
 
 def test_folder_errors(tmp_path):
