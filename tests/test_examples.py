@@ -108,3 +108,11 @@ def test_segment_folder(tmp_path):
         assert header.startswith("label,score,y,x,area")
         assert (results / f"cells{i}_overlay.png").exists()
         assert f"cells{i}.tif: {int(label.max())} cells" in stdout
+
+
+def test_realistic_gallery(tmp_path):
+    out = tmp_path / "gallery.png"
+    stdout = run_example("realistic_gallery.py", "--out", str(out), "--per-modality", "1",
+                         "--size", "64")  # fmt: skip
+    assert f"wrote {out}" in stdout
+    assert out.stat().st_size > 1000

@@ -1,4 +1,5 @@
-"""Training data: samples, converters, file loaders, normalisation, augmentation, synthetic cells.
+"""Training data: samples, converters, file loaders, normalisation, augmentation, synthetic cells
+(simple ones for tests and the demo, realistic microscopy in ``lacss_core.data.realistic``).
 
 Everything here is NumPy/SciPy only, except :class:`LacssDataset` (a ``keras.utils.PyDataset``),
 which is imported lazily so that ``import lacss_core.data`` does not load Keras.
@@ -24,6 +25,7 @@ from lacss_core.data.io import (
     read_points,
 )
 from lacss_core.data.normalize import normalize_image
+from lacss_core.data.realistic import RealisticCells, RealisticConfig, realistic_cells, render_scene
 from lacss_core.data.samples import (
     Sample,
     batch_samples,
@@ -48,6 +50,8 @@ __all__ = [
     "AugmentParams",
     "LacssDataset",
     "Planes",
+    "RealisticCells",
+    "RealisticConfig",
     "Sample",
     "StackError",
     "SyntheticCells",
@@ -69,7 +73,9 @@ __all__ = [
     "read_mask",
     "read_planes",
     "read_points",
+    "realistic_cells",
     "relabel_sequential",
+    "render_scene",
     "split_planes",
     "synthetic_cells",
     "transform_points",
