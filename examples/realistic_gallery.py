@@ -53,7 +53,9 @@ def main(argv=None) -> None:
     import matplotlib.pyplot as plt
 
     n = args.per_modality
-    fig, axes = plt.subplots(2 * len(MODALITIES), n, figsize=(2.2 * n, 4.6 * len(MODALITIES)))
+    fig, axes = plt.subplots(
+        2 * len(MODALITIES), n, figsize=(2.2 * n, 4.6 * len(MODALITIES)), squeeze=False
+    )
     for row, modality in enumerate(MODALITIES):
         for col in range(n):
             scene = render_scene((args.seed, row, col), modality=modality, size=args.size)
