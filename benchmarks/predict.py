@@ -67,7 +67,7 @@ def time_preset(name: str, runs: int) -> dict:
     network = Network.of(model)
     # Greedy NMS keeps a prefix of its min_score=0 output for any higher min_score, so the
     # INSTANCES-th score is the threshold that keeps INSTANCES proposals.
-    _, scores, _ = network._stage("propose", _resolve_settings(network, 0.0, None, 0.5))(images)
+    _, scores, _, _ = network._stage("propose", _resolve_settings(network, 0.0, None, 0.5))(images)
     model.min_score = float(np.sort(keras.ops.convert_to_numpy(scores[0]))[::-1][INSTANCES - 1])
     settings = _resolve_settings(network, None, None, 0.5)
 
@@ -81,7 +81,7 @@ def time_preset(name: str, runs: int) -> dict:
         jitted_call([v.value for v in model.variables], images).block_until_ready()
 
     def network_only():
-        locations, scores, shared = network._stage("propose", settings)(images)
+        locations, scores, shared, _ = network._stage("propose", settings)(images)
         count = int(keras.ops.convert_to_numpy(keras.ops.sum(locations[0, :, 0] >= 0)))
         slots = min(settings.max_output, max(16, 1 << max(0, count - 1).bit_length()))
         masks = network._stage("masks", settings, (SIZE, SIZE))

@@ -68,18 +68,25 @@ class Network:
         Returns NumPy arrays: ``locations (S, 2)`` float32, ``scores (S,)`` float32 (NMS order,
         ``-1`` padded; ``S`` slots cover every valid proposal) and, with ``render``, ``ranks
         (H, W)`` int32 (SPEC 9 over the valid rows), else ``masks (S, c, c)`` bool (patch ``>``
-        threshold) and ``origins (S, 2)`` int32 image pixels of each mask's ``(0, 0)``.
+        threshold) and ``origins (S, 2)`` int32 image pixels of each mask's ``(0, 0)``; and
+        ``saturated`` (Python bool): the capacity was reached, so proposals may be missing: NMS
+        kept ``max_output`` of them, or more than ``pre_nms_topk`` candidates scored
+        ``>= min_score`` (the lowest were never looked at).
         """
         import keras
 
         self.ensure_built(image.shape[-1])
         images = keras.ops.convert_to_tensor(image[None])
-        locations, scores, shared = self._stage("propose", settings)(images)
+        locations, scores, shared, active = self._stage("propose", settings)(images)
         valid_count = int(keras.ops.convert_to_numpy(keras.ops.sum(locations[0, :, 0] >= 0)))
         slots = min(settings.max_output, max(MIN_SLOTS, 1 << max(0, valid_count - 1).bit_length()))
         stage = self._stage("render" if render else "masks", settings, image.shape[:2])
         outputs = stage(shared, locations[:, :slots], scores[:, :slots])
-        return {key: keras.ops.convert_to_numpy(value)[0] for key, value in outputs.items()}
+        result = {key: keras.ops.convert_to_numpy(value)[0] for key, value in outputs.items()}
+        result["saturated"] = valid_count >= settings.max_output or (
+            int(keras.ops.convert_to_numpy(active)) > settings.pre_nms_topk
+        )
+        return result
 
     def _stage(self, name, settings, image_shape=None):
         if name == "propose":  # the threshold plays no part: do not compile again for it
@@ -113,6 +120,8 @@ class Network:
         return no_grad
 
     def _propose(self, images, *, settings, image_shape):
+        from keras import ops
+
         from lacss_core import ops as lops
 
         dense = self.model.dense_forward(images, training=False)
@@ -124,7 +133,9 @@ class Network:
             min_score=settings.min_score,
             pre_nms_topk=settings.pre_nms_topk,
         )
-        return locations, scores, dense["shared_features"]
+        # candidates NMS would keep but for pre_nms_topk: more than pre_nms_topk means some were cut
+        active = ops.sum(ops.cast(dense["candidate_scores"][0] >= settings.min_score, "int32"))
+        return locations, scores, dense["shared_features"], active
 
     def _instances(self, shared, locations):
         from keras import ops

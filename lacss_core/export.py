@@ -15,7 +15,10 @@ import os
 
 import numpy as np
 
-CSV_COLUMNS = ("label", "score", "y", "x", "area", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")
+CSV_COLUMNS = (
+    "label", "score", "y", "x", "area", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1",
+    "in_saturated_tile",
+)  # fmt: skip
 
 
 def _check_label(label) -> np.ndarray:
@@ -91,14 +94,18 @@ def write_overlay_png(path, image, label) -> None:
 
 
 def write_csv(path, details) -> None:
-    """Write one row per cell: ``label, score, y, x, area, bbox_y0, bbox_x0, bbox_y1, bbox_x1``.
+    """Write one row per cell: ``label, score, y, x, area, bbox_y0, bbox_x0, bbox_y1, bbox_x1,
+    in_saturated_tile``.
 
-    ``(y, x)`` is the cell's location (LOI) in pixels; the bbox is ``[y0, y1) x [x0, x1)``.
+    ``(y, x)`` is the cell's location (LOI) in pixels; the bbox is ``[y0, y1) x [x0, x1)``;
+    ``in_saturated_tile`` is 1 for a cell found by a tile that held the model's full capacity
+    (``details["saturated"]``; other cells may be missing near it), else 0.
     """
     scores = np.asarray(details["scores"])
     locations = np.asarray(details["locations"]).reshape(-1, 2)
     areas = np.asarray(details["areas"])
     bboxes = np.asarray(details["bboxes"]).reshape(-1, 4)
+    saturated = np.asarray(details.get("saturated", np.zeros(len(scores), bool)), bool)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
@@ -107,6 +114,7 @@ def write_csv(path, details) -> None:
             writer.writerow(
                 [i + 1, f"{scores[i]:.6g}", f"{y:.2f}", f"{x:.2f}", int(areas[i])]
                 + [int(v) for v in bboxes[i]]
+                + [int(saturated[i])]
             )
 
 
@@ -131,7 +139,9 @@ def coco_dict(label, details, *, file_name="image", image_id=1) -> dict:
     """A COCO dataset dict (images, annotations with RLE masks and scores, one "cell" category).
 
     bbox is COCO ``[x, y, width, height]``; each annotation also carries ``score`` so the
-    annotation list loads as COCO results too.
+    annotation list loads as COCO results too. ``info.saturated_tiles`` is
+    ``details["saturated_tiles"]`` (tiles that held the model's full capacity: cells may be
+    missing there), 0 when absent.
     """
     label = _check_label(label)
     height, width = label.shape
@@ -151,6 +161,10 @@ def coco_dict(label, details, *, file_name="image", image_id=1) -> dict:
             }
         )
     return {
+        "info": {
+            "description": "lacss-core predictions",
+            "saturated_tiles": int(details.get("saturated_tiles", 0)),
+        },
         "images": [{"id": image_id, "file_name": file_name, "height": height, "width": width}],
         "annotations": annotations,
         "categories": [{"id": 1, "name": "cell"}],

@@ -10,20 +10,35 @@
   ownership test, the cross-tile de-duplication and the painting into the full label image.
 
 Tiling (``lacss_core.tiling``): images larger than ``tile_size`` are cut into overlapping tiles
-whose cells are merged with no seams and no duplicates.
+whose cells are merged with no seams and no duplicates. A tile (or a whole image) whose proposals
+reach the model's capacity is split into smaller tiles; what is still saturated at the smallest
+tile size is reported (``details["saturated_tiles"]`` and a ``SaturationWarning``), never dropped
+silently.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
 from lacss_core._network import Network, Settings, model_channels
-from lacss_core.tiling import TILE_ALIGN, predict_tiled
+from lacss_core.tiling import (
+    TILE_ALIGN,
+    TiledResult,
+    child_size,
+    default_tile_size,
+    grid_tiles,
+    predict_tiled,
+    split_tile,
+    whole_tile,
+)
 
-# Images (after ``scale``) larger than this on either side are tiled when tile_size is None.
-AUTO_TILE_SIZE = 1024
+
+class SaturationWarning(UserWarning):
+    """Some tiles still held the model's full capacity of cells at the smallest tile size, so
+    cells may be missing there (``details["saturated_tiles"]`` counts those tiles)."""
 
 
 def predict_instances(
@@ -38,6 +53,8 @@ def predict_instances(
     normalize="range",
     tile_size=None,
     tile_overlap=None,
+    max_output=None,
+    progress=None,
 ):
     """Segment cells in one image (or a list of images of any sizes).
 
@@ -59,15 +76,27 @@ def predict_instances(
         normalize: ``"range"`` (to [0, 1], as in training), ``"standard"`` (zero mean, unit
             variance) or ``None`` (the image is used as float32 unchanged).
         tile_size: side in pixels (of the scaled image) of the tiles used for images larger than
-            it; default ``AUTO_TILE_SIZE``. Images that fit are predicted whole.
+            it; images that fit are predicted whole. Default: from the model's capacity
+            (``lacss_core.tiling.default_tile_size``: a tile densely packed with cells of half
+            the crop size fits ``max_output``; 192 for the demo's model, 1024 at most). Any tile
+            (or whole image) whose proposals reach ``max_output`` is split into smaller tiles,
+            down to about 3 crop sizes.
         tile_overlap: overlap of neighbouring tiles in pixels, ``>= crop_size``; default
             ``2 * crop_size`` rounded up to a multiple of 32.
+        max_output: the most cells one tile (or an untiled image) can hold, i.e. the slots
+            the per-instance layers run on (default: the model's ``max_output``). Larger costs
+            memory per tile; the default tile size grows with it.
+        progress: a progress bar over the tiles of a tiled image (tqdm, on stderr): ``None``
+            shows it on a terminal only, ``True`` always, ``False`` never.
     Returns:
         ``(label, details)``. ``label``: ``(H, W)`` int32, 0 = background, cells ``1..n``
         numbered by descending score. ``details``: dict of NumPy arrays, row ``i`` for label
         ``i + 1``: ``scores (n,)`` float32, ``locations (n, 2)`` float32 ``(y, x)`` pixels,
         ``areas (n,)`` int32 pixel counts, ``bboxes (n, 4)`` int32 ``(y0, x0, y1, x1)`` with
-        ``y1, x1`` exclusive. For a list input, a list of labels and a list of details.
+        ``y1, x1`` exclusive, ``saturated (n,)`` bool (found by a tile that stayed saturated);
+        and ``saturated_tiles``, an int: tiles that still reached the capacity at the smallest
+        tile size (cells may be missing there; a ``SaturationWarning`` says so). For a list
+        input, a list of labels and a list of details.
     Raises:
         ValueError: a bad image (ndim, channel count, empty, non-finite) or a bad option, naming it.
     """
@@ -80,23 +109,88 @@ def predict_instances(
         normalize=normalize,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
+        max_output=max_output,
+        progress=progress,
     )
     if isinstance(image, (list, tuple)) or (isinstance(image, np.ndarray) and image.ndim == 4):
-        results = [predict_instances(model, one, **kwargs) for one in image]
+        results = [
+            _predict_one(model, one, f"images[{i}]", **kwargs) for i, one in enumerate(image)
+        ]
         return [r[0] for r in results], [r[1] for r in results]
+    return _predict_one(model, image, "the image", **kwargs)
 
+
+def _predict_one(model, image, name, *, min_score, nms_distance, segmentation_threshold,
+                 min_area, scale, normalize, tile_size, tile_overlap, max_output,
+                 progress):  # fmt: skip
+    """``predict_instances`` of one image; ``name`` says which in the saturation warning."""
     network = Network.of(model)
-    settings = _resolve_settings(network, min_score, nms_distance, segmentation_threshold)
+    settings = _resolve_settings(
+        network, min_score, nms_distance, segmentation_threshold, max_output
+    )
     min_area = _check_min_area(min_area)
+    if progress not in (None, True, False):
+        raise ValueError(f"progress must be None, True or False, got {progress!r}")
     pixels = _prepare_image(image, network.channels, normalize)
     scaled, factors = _rescale(pixels, scale)
-    tile, overlap = _tiling(scaled.shape[:2], tile_size, tile_overlap, network.crop_size)
+    tile, overlap = _tiling(scaled.shape[:2], tile_size, tile_overlap, network, settings)
     if tile is None:
-        ranks, scores, locations = _predict_whole(network, scaled, settings)
+        result = _predict_whole(network, scaled, settings, overlap, progress)
     else:
-        ranks, scores, locations = predict_tiled(network, scaled, settings, tile, overlap)
-    ranks, locations = _unscale(ranks, locations, pixels.shape[:2], factors)
-    return _finalize(ranks, scores, locations, min_area)
+        tiles = grid_tiles(scaled.shape[:2], tile, overlap)
+        with _TileBar(progress, len(tiles)) as bar:
+            result = predict_tiled(network, scaled, settings, tiles, overlap, progress=bar)
+    if result.saturated_tiles:
+        warnings.warn(
+            _saturation_message(name, result.saturated_tiles, settings),
+            SaturationWarning,
+            stacklevel=3,
+        )
+    ranks, locations = _unscale(result.ranks, result.locations, pixels.shape[:2], factors)
+    label, details = _finalize(ranks, result.scores, locations, result.saturated, min_area)
+    details["saturated_tiles"] = result.saturated_tiles
+    return label, details
+
+
+def _saturation_message(name, count, settings) -> str:
+    return (
+        f"{name}: {count} tile(s) still hold the model's full capacity of {settings.max_output} "
+        "cells after splitting down to the smallest tile size, so cells may be missing there "
+        '(details["saturated"] marks the cells found in them). Pass a larger max_output, or '
+        "check min_score: a low one keeps background proposals."
+    )
+
+
+class _TileBar:
+    """A tqdm bar over the tiles of one image, usable as ``progress(done, total)``.
+
+    ``enabled``: ``None`` shows it only when stderr is a terminal (and tqdm is installed),
+    ``True`` always, ``False`` never. A single tile gets no bar.
+    """
+
+    def __init__(self, enabled, total):
+        self.bar = None
+        if enabled is False or total < 2:
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError as e:
+            if enabled:
+                raise ImportError("progress=True needs tqdm: pip install 'lacss-core[io]'") from e
+            return
+        disable = None if enabled is None else False  # tqdm: None = only on a terminal
+        self.bar = tqdm(total=total, desc="tiles", unit="tile", leave=False, disable=disable)
+
+    def __enter__(self):
+        return self if self.bar is not None else None
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+    def __call__(self, done, total):
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
 
 
 # ---------------------------------------------------------------------------- argument checks
@@ -104,8 +198,16 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def _resolve_settings(network, min_score, nms_distance, threshold) -> Settings:
+def _resolve_settings(network, min_score, nms_distance, threshold, max_output=None) -> Settings:
     model = network.model
+    if max_output is None:
+        max_output = model.max_output
+    if (
+        not isinstance(max_output, (int, np.integer))
+        or isinstance(max_output, bool)
+        or max_output < 1
+    ):
+        raise ValueError(f"max_output must be a positive int, got {max_output!r}")
     if min_score is None:
         min_score = model.min_score
     if nms_distance is None:
@@ -120,7 +222,7 @@ def _resolve_settings(network, min_score, nms_distance, threshold) -> Settings:
         min_score=float(min_score),
         nms_distance=float(nms_distance),
         threshold=float(threshold),
-        max_output=int(model.max_output),
+        max_output=int(max_output),
         pre_nms_topk=int(model.pre_nms_topk),
     )
 
@@ -162,8 +264,9 @@ def _prepare_image(image, channels, normalize) -> np.ndarray:
     return normalize_image(array, normalize)
 
 
-def _tiling(shape, tile_size, tile_overlap, crop_size):
-    """``(tile, overlap)`` in pixels, or ``(None, None)`` when the image is predicted whole."""
+def _tiling(shape, tile_size, tile_overlap, network, settings):
+    """``(tile, overlap)`` in pixels; ``tile`` is None when the image is predicted whole."""
+    crop_size = network.crop_size
     if tile_overlap is None:
         tile_overlap = -(-2 * crop_size // TILE_ALIGN) * TILE_ALIGN
     if not isinstance(tile_overlap, (int, np.integer)) or tile_overlap < crop_size:
@@ -172,13 +275,13 @@ def _tiling(shape, tile_size, tile_overlap, crop_size):
             f"got {tile_overlap!r}"
         )
     if tile_size is None:
-        tile_size = max(AUTO_TILE_SIZE, 2 * tile_overlap)
+        tile_size = default_tile_size(crop_size, settings.max_output, tile_overlap)
     if not isinstance(tile_size, (int, np.integer)) or tile_size <= tile_overlap:
         raise ValueError(
             f"tile_size must be an int > tile_overlap ({tile_overlap}), got {tile_size!r}"
         )
     if max(shape) <= tile_size:
-        return None, None
+        return None, int(tile_overlap)
     return int(tile_size), int(tile_overlap)
 
 
@@ -227,16 +330,27 @@ def _valid_in_score_order(locations, scores):
     return valid[np.argsort(-scores[valid], kind="stable")]
 
 
-def _predict_whole(network, image, settings):
-    """``(ranks (H, W) int32, scores (n,), locations (n, 2))``, row ``r-1`` <-> rank ``r``."""
+def _predict_whole(network, image, settings, overlap, progress) -> TiledResult:
+    """The image as one tile, painted on the accelerator; if it saturates the model's capacity,
+    it is split and predicted as tiles instead."""
     out = network.run(image, settings, render=True)
+    if out["saturated"]:
+        whole = whole_tile(image.shape[:2])
+        size = child_size(whole.side, overlap, network.crop_size)
+        if size < whole.side:
+            tiles = split_tile(whole, size, overlap)
+            with _TileBar(progress, len(tiles)) as bar:
+                return predict_tiled(network, image, settings, tiles, overlap, progress=bar)
     order = _valid_in_score_order(out["locations"], out["scores"])
-    return out["ranks"].astype(np.int32), out["scores"][order], out["locations"][order]
+    flags = np.full(len(order), out["saturated"], bool)
+    return TiledResult(
+        out["ranks"].astype(np.int32), out["scores"][order], out["locations"][order], flags,
+        int(out["saturated"]),
+    )  # fmt: skip
 
 
-# ---------------------------------------------------------------------------- tiles
 # ---------------------------------------------------------------------------- details
-def _finalize(ranks, scores, locations, min_area):
+def _finalize(ranks, scores, locations, saturated, min_area):
     """Drop cells under ``min_area`` (or with no pixel), renumber 1..n in rank order, measure."""
     from scipy import ndimage
 
@@ -255,8 +369,9 @@ def _finalize(ranks, scores, locations, min_area):
         "locations": np.asarray(locations, np.float32).reshape(-1, 2)[keep],
         "areas": areas[keep].astype(np.int32),
         "bboxes": bboxes,
+        "saturated": np.asarray(saturated, bool).reshape(-1)[keep],
     }
     return label, details
 
 
-__all__ = ["model_channels", "predict_instances"]
+__all__ = ["SaturationWarning", "model_channels", "predict_instances"]

@@ -9,10 +9,17 @@ reports cells up to ``nms_distance`` pixels outside its core, and one greedy NMS
 cells (core cells first on equal score) removes the doubles. Memory is bounded by one tile's
 network activations plus the full-size image and label (the per-cell masks kept between tiles are
 cropped to each cell's pixels).
+
+Capacity: one tile holds at most ``max_output`` cells (the model's slot count). A tile that
+reaches it is *saturated* (cells may be missing) and is split into smaller tiles whose cores
+partition its core, recursively, down to ``floor_tile``; a tile still saturated there is kept as it
+is, and counted, so the caller can warn. The default tile side (``default_tile_size``) is chosen
+so that a tile densely packed with cells of half the crop size just fits the capacity.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +27,20 @@ import numpy as np
 # Tile starts are multiples of this (the model's padding multiple), so that interior tiles see
 # the same LPN grid and padding phase as the whole image.
 TILE_ALIGN = 32
+# The densest packing the default tile size plans for: cells of diameter crop_size / 2, i.e. 4 per
+# crop_size**2 pixels (a confluent layer of cells the model's crop comfortably holds).
+CELLS_PER_CROP_AREA = 4
+# Upper bound of the default tile side: one 1024 x 1024 tile of the paper model with all 1024
+# slots filled peaks near 3 GB (docs/performance.md); larger tiles gain little.
+MAX_DEFAULT_TILE = 1024
+
+
+def default_tile_size(crop_size, max_output, overlap) -> int:
+    """Default tile side: ``crop_size * sqrt(max_output / CELLS_PER_CROP_AREA)`` rounded down to
+    ``TILE_ALIGN``, within ``[2 * overlap, MAX_DEFAULT_TILE]`` (e.g. 1024 for the paper model,
+    192 for the demo's model: crop 24, 256 slots)."""
+    side = int(crop_size * math.sqrt(max_output / CELLS_PER_CROP_AREA)) // TILE_ALIGN * TILE_ALIGN
+    return max(2 * overlap, min(MAX_DEFAULT_TILE, side))
 
 
 @dataclass(frozen=True)
@@ -56,8 +77,9 @@ class TileCells:
     in_core: list
     corners: list  # (y0, x0) image pixel of each mask's (0, 0)
     masks: list  # bool masks cropped to each cell's pixels
+    saturated: list  # whether the tile that reported it stayed saturated
 
-    def add(self, out, offset, rows, cols, margin):
+    def add(self, out, offset, rows, cols, margin, saturated=False):
         """Keep the valid cells of one tile's output whose location is within ``margin`` of its
         core; ``offset`` is the tile's top-left pixel, ``rows``/``cols`` its ``AxisTile``s."""
         locations = out["locations"] + np.asarray(offset, np.float32)
@@ -79,6 +101,7 @@ class TileCells:
             self.in_core.append(core[i])
             self.corners.append(corner)
             self.masks.append(mask)
+            self.saturated.append(bool(saturated))
 
 
 def crop_mask(mask, origin):
@@ -114,16 +137,111 @@ def greedy_nms(locations, distance) -> np.ndarray:
     return np.flatnonzero(~suppressed)
 
 
-def predict_tiled(network, image, settings, tile, overlap):
-    """Tiled twin of ``_predict_whole`` (same return values)."""
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its extent and core along each axis (image pixels)."""
+
+    rows: AxisTile
+    cols: AxisTile
+
+    @property
+    def side(self) -> int:
+        return max(self.rows.size, self.cols.size)
+
+
+def grid_tiles(shape, tile, overlap) -> list[Tile]:
+    """The tiles of an ``(H, W)`` image, row by row."""
+    return [
+        Tile(rows, cols)
+        for rows in axis_tiles(shape[0], tile, overlap)
+        for cols in axis_tiles(shape[1], tile, overlap)
+    ]
+
+
+def whole_tile(shape) -> Tile:
+    """The whole ``(H, W)`` image as one tile (core = image)."""
+    return Tile(
+        AxisTile(0, shape[0], 0.0, float(shape[0])), AxisTile(0, shape[1], 0.0, float(shape[1]))
+    )
+
+
+def floor_tile(overlap, crop_size) -> int:
+    """The smallest tile side a saturated tile is split down to: the overlap plus a core of at
+    least one crop (``overlap >= crop_size``, so about 3 crop sizes at the default overlap)."""
+    return -(-(overlap + crop_size) // TILE_ALIGN) * TILE_ALIGN
+
+
+def child_size(side, overlap, crop_size) -> int:
+    """Side of the tiles a saturated tile of ``side`` pixels is split into: about half its core
+    plus the overlap, rounded up to ``TILE_ALIGN``, and at least ``floor_tile``."""
+    half = -(-(side + overlap) // (2 * TILE_ALIGN)) * TILE_ALIGN
+    return max(floor_tile(overlap, crop_size), half)
+
+
+def split_tile(tile: Tile, size, overlap) -> list[Tile]:
+    """Tiles of side ``size`` over ``tile``'s extent whose cores partition ``tile``'s core.
+
+    The children tile the parent's window as ``axis_tiles`` would tile an image of that size;
+    each child's core is cut to the parent's core (children whose cut core is empty are left
+    out). A child core edge is then either a child core edge (``overlap / 2`` inside the child)
+    or the parent's core edge (``overlap / 2`` inside the parent, or the image edge), so every
+    owned cell's patch still lies inside the tile that owns it.
+    """
+
+    def axis(parent: AxisTile) -> list[AxisTile]:
+        children = []
+        for child in axis_tiles(parent.size, size, overlap):
+            lo = max(parent.core_lo, parent.start + child.core_lo)
+            hi = min(parent.core_hi, parent.start + child.core_hi)
+            if lo < hi:
+                children.append(AxisTile(parent.start + child.start, child.size, lo, hi))
+        return children
+
+    return [Tile(rows, cols) for rows in axis(tile.rows) for cols in axis(tile.cols)]
+
+
+@dataclass
+class TiledResult:
+    """What ``predict_tiled`` found: row ``r - 1`` describes rank ``r`` of ``ranks``."""
+
+    ranks: np.ndarray  # (H, W) int32, 0 = background
+    scores: np.ndarray  # (n,) float32, descending
+    locations: np.ndarray  # (n, 2) float32
+    saturated: np.ndarray  # (n,) bool: reported by a tile that stayed saturated
+    saturated_tiles: int  # tiles still saturated at the floor size
+
+
+def predict_tiled(network, image, settings, tiles, overlap, *, progress=None) -> TiledResult:
+    """Predict ``image`` tile by tile, splitting every saturated tile (``network.run`` reached
+    its capacity) into smaller ones down to ``floor_tile``; tiles still saturated there are
+    kept as they are and counted.
+
+    Args:
+        network: a ``lacss_core._network.Network``.
+        image: ``(H, W, C)`` float32, normalised.
+        tiles: the ``Tile`` list to start from (``grid_tiles``, or ``split_tile`` of a saturated
+            whole image).
+        overlap: tile overlap in pixels (``>= network.crop_size``).
+        progress: ``None`` (no bar) or a callable ``progress(done, total)`` called after each tile.
+    """
     height, width = image.shape[:2]
     margin = min(settings.nms_distance, max(0.0, (overlap - network.crop_size) / 2))
-    cells = TileCells([], [], [], [], [])
-    for rows in axis_tiles(height, tile, overlap):
-        for cols in axis_tiles(width, tile, overlap):
-            window = image[rows.start : rows.start + rows.size, cols.start : cols.start + cols.size]
-            out = network.run(window, settings, render=False)
-            cells.add(out, (rows.start, cols.start), rows, cols, margin)
+    cells = TileCells([], [], [], [], [], [])
+    pending, done, saturated_tiles = list(reversed(tiles)), 0, 0
+    while pending:
+        tile = pending.pop()
+        rows, cols = tile.rows, tile.cols
+        window = image[rows.start : rows.start + rows.size, cols.start : cols.start + cols.size]
+        out = network.run(window, settings, render=False)
+        size = child_size(tile.side, overlap, network.crop_size)
+        if out["saturated"] and size < tile.side:
+            pending.extend(reversed(split_tile(tile, size, overlap)))  # depth first, in order
+        else:
+            saturated_tiles += int(out["saturated"])
+            cells.add(out, (rows.start, cols.start), rows, cols, margin, out["saturated"])
+        done += 1
+        if progress is not None:
+            progress(done, done + len(pending))
     scores = np.asarray(cells.scores, np.float32)
     locations = np.asarray(cells.locations, np.float32).reshape(-1, 2)
     # Priority: score descending; on equal scores a core cell before a margin copy of it.
@@ -132,7 +250,8 @@ def predict_tiled(network, image, settings, tile, overlap):
     ranks = np.zeros((height, width), np.int32)
     for rank, i in enumerate(kept, start=1):
         paint(ranks, cells.corners[i], cells.masks[i], rank)
-    return ranks, scores[kept], locations[kept]
+    flags = np.asarray(cells.saturated, bool).reshape(-1)
+    return TiledResult(ranks, scores[kept], locations[kept], flags[kept], saturated_tiles)
 
 
 def paint(ranks, corner, mask, rank) -> None:

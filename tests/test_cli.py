@@ -1,5 +1,6 @@
 """The ``lacss`` command: predict, evaluate and conformance, on a saved tiny model."""
 
+import csv
 import json
 import os
 import subprocess
@@ -61,6 +62,21 @@ def test_predict_writes_every_output_and_reports_the_corrupt_file(
     with open(out / "colour_coco.json") as f:
         assert json.load(f)["images"][0]["height"] == 48
     assert iio.imread(out / "colour_overlay.png").shape == (48, 64, 3)
+
+
+def test_predict_reports_saturated_tiles(model_path, images, tmp_path, capsys):
+    # min_score 0 on random weights: proposals everywhere, far more than 16 slots hold
+    out = tmp_path / "out"
+    grey = str(images / "grey.tif")
+    status = cli.main(["predict", model_path, grey, "-o", str(out), "--max-output", "16", "--coco"])
+    assert status == 0
+    err = capsys.readouterr().err
+    assert "grey.tif: 1 tile(s) still held" in err and "1 image(s) had saturated tiles" in err
+    with open(out / "grey_cells.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert 0 < len(rows) <= 16 and {r["in_saturated_tile"] for r in rows} == {"1"}
+    with open(out / "grey_coco.json") as f:
+        assert json.load(f)["info"]["saturated_tiles"] == 1
 
 
 def test_predict_keeps_existing_outputs_unless_overwrite(model_path, images, tmp_path, capsys):

@@ -16,9 +16,13 @@ def add_predict_parser(subparsers) -> None:
         description="Segment every input image and write, per image, into OUT: STEM_label.tif "
         "(uint16 label image, 0 = background, cells numbered by descending score), "
         "STEM_overlay.png (cell outlines on the image), STEM_cells.csv (label, score, y, x, area, "
-        "bbox_y0, bbox_x0, bbox_y1, bbox_x1; pixels, bbox end exclusive) and, on request, "
-        "STEM_coco.json and STEM_rois.zip. An unreadable file is reported and skipped; the exit "
-        "status is 1 if any input failed. Large images are tiled automatically.",
+        "bbox_y0, bbox_x0, bbox_y1, bbox_x1, in_saturated_tile; pixels, bbox end exclusive) and, "
+        "on request, STEM_coco.json and STEM_rois.zip. An unreadable file is reported and "
+        "skipped; the exit status is 1 if any input failed. Large images are tiled "
+        "automatically; a tile that holds as many cells as the model can return is split, and "
+        "one still full at the smallest tile size is reported as saturated (cells may be "
+        "missing there): on stderr, in the CSV's in_saturated_tile column and in the COCO "
+        "json's info.saturated_tiles.",
         epilog="example: lacss predict model.keras images/ extra/*.tif -o results/",
     )
     p.add_argument(
@@ -65,12 +69,20 @@ def add_predict_parser(subparsers) -> None:
     p.add_argument(
         "--tile-size",
         type=int,
-        help="tile side in pixels for images larger than it (default: 1024)",
+        help="tile side in pixels for images larger than it (default: from the model's "
+        "capacity, max_output cells per tile)",
     )
     p.add_argument(
         "--tile-overlap",
         type=int,
         help="tile overlap in pixels, >= the model's crop size (default: 2 x crop size)",
+    )
+    p.add_argument(
+        "--max-output",
+        type=int,
+        metavar="N",
+        help="the most cells one tile can hold (default: the model's max_output); raise it if "
+        "tiles are reported saturated",
     )
     p.add_argument("--coco", action="store_true", help="also write STEM_coco.json (COCO, RLE)")
     p.add_argument(
@@ -102,7 +114,7 @@ def run_predict(args) -> int:
         report(f"error: cannot create the output folder {out_dir}: {e}")
         return 2
     kinds = [k for k in OUTPUT_SUFFIXES if k not in ("coco", "rois") or getattr(args, k)]
-    done, skipped, seen = 0, 0, {}
+    done, skipped, saturated, seen = 0, 0, 0, {}
     for path in tqdm(files, desc="lacss predict", unit="image"):
         targets = {k: out_dir / f"{path.stem}{OUTPUT_SUFFIXES[k]}" for k in kinds}
         if path.stem in seen:
@@ -116,12 +128,23 @@ def run_predict(args) -> int:
             skipped += 1
             continue
         try:
-            segment_file(model, path, targets, args)
+            saturated_tiles = segment_file(model, path, targets, args)
             done += 1
         except Exception as e:  # any reader or model error: report it, go on with the batch
             failures.append(f"{path}: {e}")
             report(f"error: {failures[-1]}")
+            continue
+        if saturated_tiles:
+            saturated += 1
+            report(
+                f"warning: {path}: {saturated_tiles} tile(s) still held the model's full "
+                f"capacity ({args.max_output or model.max_output} cells) at the smallest tile "
+                "size, so cells may be missing there (in_saturated_tile = 1 in its CSV marks the "
+                "cells found in them); raise --max-output or check --min-score"
+            )
     report(f"{done} image(s) segmented into {out_dir}, {skipped} skipped, {len(failures)} failed")
+    if saturated:
+        report(f"warning: {saturated} image(s) had saturated tiles: cells may be missing")
     return 1 if failures else 0
 
 
@@ -157,25 +180,31 @@ def model_image(image: np.ndarray, channels) -> np.ndarray:
     raise ValueError(f"image has {have} channels but the model expects {channels}")
 
 
-def segment_file(model, path: Path, targets: dict, args) -> None:
-    """Read, segment and write every requested output of one image file."""
+def segment_file(model, path: Path, targets: dict, args) -> int:
+    """Read, segment and write every requested output of one image file; returns the number of
+    saturated tiles (``details["saturated_tiles"]``; the caller reports them by file name)."""
+    import warnings
+
     from lacss_core import export
     from lacss_core.data.io import read_image
-    from lacss_core.predict import model_channels, predict_instances
+    from lacss_core.predict import SaturationWarning, model_channels, predict_instances
 
     image = read_image(path)
-    label, details = predict_instances(
-        model,
-        model_image(image, model_channels(model)),
-        min_score=args.min_score,
-        nms_distance=args.nms_distance,
-        segmentation_threshold=args.threshold,
-        min_area=args.min_area,
-        scale=args.scale,
-        normalize=None if args.normalize == "none" else args.normalize,
-        tile_size=args.tile_size,
-        tile_overlap=args.tile_overlap,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SaturationWarning)
+        label, details = predict_instances(
+            model,
+            model_image(image, model_channels(model)),
+            min_score=args.min_score,
+            nms_distance=args.nms_distance,
+            segmentation_threshold=args.threshold,
+            min_area=args.min_area,
+            scale=args.scale,
+            normalize=None if args.normalize == "none" else args.normalize,
+            tile_size=args.tile_size,
+            tile_overlap=args.tile_overlap,
+            max_output=args.max_output,
+        )
     export.write_label_tiff(targets["label"], label)
     export.write_overlay_png(targets["overlay"], image, label)
     export.write_csv(targets["csv"], details)
@@ -183,3 +212,4 @@ def segment_file(model, path: Path, targets: dict, args) -> None:
         export.write_coco_json(targets["coco"], label, details, file_name=path.name)
     if "rois" in targets:
         export.write_imagej_rois(targets["rois"], label)
+    return details["saturated_tiles"]
