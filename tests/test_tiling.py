@@ -15,7 +15,7 @@ from test_predict import MarkerModel, marker_image, random_markers
 
 from lacss_core import tiling
 from lacss_core._network import Network
-from lacss_core.data.slide import SyntheticSlide
+from lacss_core.data import SyntheticSlide
 from lacss_core.predict import SaturationWarning, predict_instances
 
 

@@ -35,6 +35,7 @@ from lacss_core.data.samples import (
     pad_locations,
     relabel_sequential,
 )
+from lacss_core.data.slide import SyntheticSlide
 from lacss_core.data.synthetic import SyntheticCells, synthetic_cells
 
 
@@ -55,6 +56,7 @@ __all__ = [
     "Sample",
     "StackError",
     "SyntheticCells",
+    "SyntheticSlide",
     "apply_augmentation",
     "augment",
     "batch_samples",
