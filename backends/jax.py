@@ -52,6 +52,7 @@ import jax  # noqa: E402  (after the backend check, so the error above comes fir
 import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 
+from lacss_core import _validation  # noqa: E402
 from lacss_core.models import Lacss  # noqa: E402
 
 __all__ = ["LacssState", "apply", "from_keras", "init", "loss_fn", "to_keras"]
@@ -155,7 +156,7 @@ def _channels(input_shape) -> int:
         channels = input_shape[-1]
     except (TypeError, IndexError):
         channels = None
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+    if not _validation.is_int(channels) or channels < 1:
         raise ValueError(
             f"input_shape must end with the channel count C >= 1, e.g. (B, H, W, C), "
             f"got {input_shape!r}"

@@ -39,6 +39,7 @@ require_keras_backend("torch", __name__)
 import keras  # noqa: E402  (after the backend check, so the error above comes first)
 import torch  # noqa: E402
 
+from lacss_core import _validation  # noqa: E402
 from lacss_core.models import Lacss  # noqa: E402
 
 __all__ = ["LacssModule"]
@@ -84,8 +85,7 @@ class LacssModule(torch.nn.Module):
                 config.build((None, None, None, channels))
             model = config
         elif isinstance(config, str):
-            if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-                raise ValueError(f"channels must be a positive int, got {channels!r}")
+            _validation.positive_int(channels, "channels")
             model = Lacss.from_preset(config, **overrides)
             model.build((None, None, None, channels))
         else:

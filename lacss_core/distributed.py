@@ -29,9 +29,9 @@ import time
 from collections.abc import Sequence
 
 import keras
-import numpy as np
 from keras import ops
 
+from lacss_core import _validation
 from lacss_core import ops as lops
 from lacss_core.train import DEFAULT_LEARNING_RATE, StepBatches
 
@@ -147,7 +147,7 @@ def data_parallel(devices=None) -> keras.distribution.DataParallel:
     available = keras.distribution.list_devices()
     if devices is None:
         chosen = list(available)
-    elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+    elif _validation.is_int(devices):
         if not 1 <= devices <= len(available):
             raise ValueError(f"devices must be in [1, {len(available)}], got {devices}")
         chosen = list(available[:devices])
@@ -455,9 +455,7 @@ def _require_backend(name: str, function: str, hint: str) -> None:
 
 
 def _check_int(value, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+    return _validation.check_int(value, name, minimum=minimum)
 
 
 __all__ = [

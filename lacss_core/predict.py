@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 
+from lacss_core import _validation
 from lacss_core._network import Network, Settings, model_channels
 from lacss_core.tiling import (
     TILE_ALIGN,
@@ -194,29 +195,20 @@ class _TileBar:
 
 
 # ---------------------------------------------------------------------------- argument checks
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
 def _resolve_settings(network, min_score, nms_distance, threshold, max_output=None) -> Settings:
     model = network.model
     if max_output is None:
         max_output = model.max_output
-    if (
-        not isinstance(max_output, (int, np.integer))
-        or isinstance(max_output, bool)
-        or max_output < 1
-    ):
-        raise ValueError(f"max_output must be a positive int, got {max_output!r}")
+    max_output = _validation.positive_int(max_output, "max_output")
     if min_score is None:
         min_score = model.min_score
     if nms_distance is None:
         nms_distance = network.default_nms_distance()
-    if not _is_number(min_score) or not 0 <= min_score < math.inf:
+    if not _validation.is_number(min_score) or not 0 <= min_score < math.inf:
         raise ValueError(f"min_score must be a finite number >= 0, got {min_score!r}")
-    if not _is_number(nms_distance) or not 0 <= nms_distance < math.inf:
+    if not _validation.is_number(nms_distance) or not 0 <= nms_distance < math.inf:
         raise ValueError(f"nms_distance must be a finite number >= 0, got {nms_distance!r}")
-    if not _is_number(threshold) or not 0 <= threshold < 1:
+    if not _validation.is_number(threshold) or not 0 <= threshold < 1:
         raise ValueError(f"segmentation_threshold must be in [0, 1), got {threshold!r}")
     return Settings(
         min_score=float(min_score),
@@ -228,7 +220,7 @@ def _resolve_settings(network, min_score, nms_distance, threshold, max_output=No
 
 
 def _check_min_area(min_area) -> int:
-    if not _is_number(min_area) or min_area < 0 or min_area != int(min_area):
+    if not _validation.is_number(min_area) or min_area < 0 or min_area != int(min_area):
         raise ValueError(f"min_area must be an int >= 0, got {min_area!r}")
     return int(min_area)
 
@@ -291,7 +283,7 @@ def _rescale(image, scale):
 
     Downscaling first blurs with a Gaussian of sigma ``(1/scale - 1) / 2`` against aliasing.
     """
-    if not _is_number(scale) or not 0 < scale < math.inf:
+    if not _validation.is_number(scale) or not 0 < scale < math.inf:
         raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
     if scale == 1:
         return image, (1.0, 1.0)

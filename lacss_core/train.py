@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from lacss_core import _validation
+
 #: Default Adam learning rate. The paper does not state one; 1e-3 (Adam's usual default) trains
 #: the tiny preset on synthetic cells in a few hundred steps, see docs/results.md.
 DEFAULT_LEARNING_RATE = 1e-3
@@ -355,8 +357,7 @@ def train(
 
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
-        if isinstance(value, bool) or not (isinstance(value, int | np.integer) and value > 0):
-            raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        _validation.positive_int(value, name)
 
 
 def _resume(model: keras.Model, train_data, checkpoint_dir: str | None, steps: int) -> dict:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from lacss_core import _validation
 from lacss_core.data.augment import augment, fit_to_size
 from lacss_core.data.normalize import METHODS, normalize_image
 from lacss_core.data.samples import SUPERVISIONS, Sample, batch_samples
@@ -135,11 +136,9 @@ class LacssDataset(keras.utils.PyDataset):
 
 
 def _check_settings(samples, batch_size, max_instances, supervision, normalize, seed):
-    for name, value in (("batch_size", batch_size), ("max_instances", max_instances)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    _validation.positive_int(batch_size, "batch_size")
+    _validation.positive_int(max_instances, "max_instances")
+    _validation.non_negative_int(seed, "seed")
     if supervision not in SUPERVISIONS:
         raise ValueError(f"supervision must be one of {SUPERVISIONS}, got {supervision!r}")
     if normalize is not None and normalize not in METHODS:

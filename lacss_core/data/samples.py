@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lacss_core import _validation
+
 SUPERVISIONS = ("full", "weak")
 
 
@@ -195,10 +197,7 @@ def batch_samples(
     """
     if supervision not in SUPERVISIONS:
         raise ValueError(f"supervision must be one of {SUPERVISIONS}, got {supervision!r}")
-    if isinstance(max_instances, bool) or not isinstance(max_instances, (int, np.integer)):
-        raise ValueError(f"max_instances must be a positive int, got {max_instances!r}")
-    if max_instances < 1:
-        raise ValueError(f"max_instances must be a positive int, got {max_instances!r}")
+    _validation.positive_int(max_instances, "max_instances")
     if len(samples) == 0:
         raise ValueError("samples is empty")
     _check_same_shape(samples)

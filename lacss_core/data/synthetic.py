@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from lacss_core import _validation
 from lacss_core.data.samples import Sample, label_to_locations, label_to_mask, relabel_sequential
 
 MODES = ("fluorescence", "phase")
@@ -92,11 +93,9 @@ class SyntheticCells(Sequence):
     """
 
     def __init__(self, n: int, seed: int = 0, **kwargs):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        self.n, self.seed, self.kwargs = int(n), int(seed), kwargs
+        self.n = _validation.positive_int(n, "n")
+        self.seed = _validation.non_negative_int(seed, "seed")
+        self.kwargs = kwargs
         _check_args(**{**_DEFAULTS, **kwargs})  # fail now, not at the first batch
 
     def __len__(self) -> int:
@@ -120,13 +119,11 @@ def _check_args(size, n_cells, radius, channels, mode, noise, blur):
     shape = tuple(size) if np.ndim(size) else (size, size)
     if len(shape) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in shape):
         raise ValueError(f"size must be a positive int or (H, W) of positive ints, got {size!r}")
-    if isinstance(n_cells, bool) or not isinstance(n_cells, (int, np.integer)) or n_cells < 0:
-        raise ValueError(f"n_cells must be an int >= 0, got {n_cells!r}")
+    _validation.non_negative_int(n_cells, "n_cells")
     low, high = (float(r) for r in radius)
     if not 1.0 <= low <= high:
         raise ValueError(f"radius must be (low, high) with 1 <= low <= high pixels, got {radius}")
-    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
-        raise ValueError(f"channels must be a positive int, got {channels!r}")
+    _validation.positive_int(channels, "channels")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not noise >= 0:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from lacss_core import _validation
+
 
 @keras.saving.register_keras_serializable(package="lacss")
 class AuxNet(keras.layers.Layer):
@@ -17,12 +19,8 @@ class AuxNet(keras.layers.Layer):
 
     def __init__(self, filters: int = 32, num_layers: int = 4, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
-            raise ValueError(f"filters must be a positive int, got {filters!r}")
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
-        self.filters = filters
-        self.num_layers = num_layers
+        self.filters = _validation.positive_int(filters, "filters")
+        self.num_layers = _validation.positive_int(num_layers, "num_layers")
         self.hidden = [
             keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")
             for i in range(num_layers - 1)

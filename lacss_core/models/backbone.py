@@ -7,6 +7,7 @@ import itertools
 import keras
 from keras import ops
 
+from lacss_core import _validation
 from lacss_core.models.normalization import check_normalization, make_norm
 
 CONV_INIT = "he_normal"
@@ -26,10 +27,7 @@ def _with_channels(shape, channels: int) -> tuple:
 
 
 def _positive_ints(values, name: str) -> list[int]:
-    values = list(values)
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise ValueError(f"{name} must be a non-empty list of positive ints, got {values!r}")
-    return values
+    return list(_validation.positive_ints(values, name))
 
 
 @keras.saving.register_keras_serializable(package="lacss")
@@ -42,9 +40,7 @@ class ChannelAttention(keras.layers.Layer):
 
     def __init__(self, reduction: int = 16, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
-            raise ValueError(f"reduction must be a positive int, got {reduction!r}")
-        self.reduction = reduction
+        self.reduction = _validation.positive_int(reduction, "reduction")
 
     def build(self, input_shape):
         channels = input_shape[-1]

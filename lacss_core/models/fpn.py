@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from lacss_core import _validation
+
 
 def upsample2x_nearest(x):
     """Nearest-neighbour 2x upsampling: ``(B, H, W, C) -> (B, 2H, 2W, C)``, ``out[2i+a, 2j+b] =
@@ -24,9 +26,7 @@ class FPN(keras.layers.Layer):
 
     def __init__(self, channels: int = 256, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive int, got {channels!r}")
-        self.channels = channels
+        self.channels = _validation.positive_int(channels, "channels")
 
     def build(self, input_shape):
         levels = len(input_shape)

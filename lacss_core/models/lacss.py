@@ -8,6 +8,7 @@ import math
 import keras
 from keras import ops
 
+from lacss_core import _validation
 from lacss_core import ops as lops
 from lacss_core.models.auxnet import AuxNet
 from lacss_core.models.backbone import ResNetBackbone
@@ -16,21 +17,10 @@ from lacss_core.models.lpn import LPNHead
 from lacss_core.models.normalization import check_normalization
 from lacss_core.models.presets import preset_config, preset_names
 from lacss_core.models.segmentor import Segmentor
+from lacss_core.ops._common import valid_rows
 
 # SPEC 1: inputs are zero padded bottom/right to a multiple of 32 (>= the coarsest stride, 16).
 PAD_MULTIPLE = 32
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_number(value, name: str, *, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ValueError(f"{name} must be a number >= {minimum}, got {value!r}")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="lacss")
@@ -86,8 +76,7 @@ class Lacss(keras.Model):
     ):
         super().__init__(**kwargs)
         num_levels = len(list(stage_blocks))
-        if isinstance(lpn_level, bool) or not isinstance(lpn_level, int):
-            raise ValueError(f"lpn_level must be an int, got {lpn_level!r}")
+        lpn_level = _validation.check_int(lpn_level, "lpn_level")
         if not 2 <= lpn_level <= num_levels:
             raise ValueError(f"lpn_level must be in [2, {num_levels}], got {lpn_level}")
         self.normalization = check_normalization(normalization)
@@ -95,18 +84,20 @@ class Lacss(keras.Model):
         self.use_auxnet = bool(use_auxnet)
         self.auxnet_filters = auxnet_filters
         self.auxnet_layers = auxnet_layers
-        self.pre_nms_topk = _check_positive_int(pre_nms_topk, "pre_nms_topk")
-        self.max_output = _check_positive_int(max_output, "max_output")
-        self.train_max_output = _check_positive_int(train_max_output, "train_max_output")
-        self.min_score = _check_number(min_score, "min_score")
-        self.train_min_score = _check_number(train_min_score, "train_min_score")
+        self.pre_nms_topk = _validation.positive_int(pre_nms_topk, "pre_nms_topk")
+        self.max_output = _validation.positive_int(max_output, "max_output")
+        self.train_max_output = _validation.positive_int(train_max_output, "train_max_output")
+        self.min_score = _validation.non_negative(min_score, "min_score")
+        self.train_min_score = _validation.non_negative(train_min_score, "train_min_score")
         if nms_distance is not None:
-            _check_number(nms_distance, "nms_distance")
+            _validation.non_negative(nms_distance, "nms_distance")
         self.nms_distance = nms_distance
-        self.mix_distance = _check_number(mix_distance, "mix_distance")
-        self.lpn_loss_weight = _check_number(lpn_loss_weight, "lpn_loss_weight")
-        self.seg_loss_weight = _check_number(seg_loss_weight, "seg_loss_weight")
-        self.boundary_loss_weight = _check_number(boundary_loss_weight, "boundary_loss_weight")
+        self.mix_distance = _validation.non_negative(mix_distance, "mix_distance")
+        self.lpn_loss_weight = _validation.non_negative(lpn_loss_weight, "lpn_loss_weight")
+        self.seg_loss_weight = _validation.non_negative(seg_loss_weight, "seg_loss_weight")
+        self.boundary_loss_weight = _validation.non_negative(
+            boundary_loss_weight, "boundary_loss_weight"
+        )
 
         self.backbone = ResNetBackbone(
             stem_filters=stem_filters,
@@ -290,7 +281,7 @@ class Lacss(keras.Model):
             ``valid (B, M)`` bool.
         """
         crop = self.crop_size
-        valid = ops.all(locations >= 0, axis=-1)
+        valid = valid_rows(locations)
         patches = self.segmentor.decode_patches(
             lops.gather_patches(shared_features, locations, crop),
             lops.location_tensor(locations, crop),

@@ -7,6 +7,7 @@ import math
 import keras
 from keras import ops
 
+from lacss_core import _validation
 from lacss_core.models.normalization import check_normalization, make_norm
 
 # Focal-loss prior (Lin et al. 2017): start every cell at score ~0.01 so the many negatives do
@@ -25,9 +26,7 @@ class LPNHead(keras.layers.Layer):
 
     def __init__(self, filters: int = 1024, normalization: str = "batch", **kwargs):
         super().__init__(**kwargs)
-        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
-            raise ValueError(f"filters must be a positive int, got {filters!r}")
-        self.filters = filters
+        self.filters = _validation.positive_int(filters, "filters")
         self.normalization = check_normalization(normalization)
         self.conv1 = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name="conv1")
         self.norm1 = make_norm(normalization, filters, "norm1")

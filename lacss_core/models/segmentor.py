@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 from keras import ops
 
+from lacss_core import _validation
 from lacss_core import ops as lops
-
-
-def check_crop_size(crop_size) -> int:
-    """``crop_size`` if it is a positive multiple of 4 (SPEC 2), else ``ValueError``."""
-    if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 4:
-        raise ValueError(f"crop_size must be a positive multiple of 4, got {crop_size!r}")
-    if crop_size % 4:
-        raise ValueError(f"crop_size must be a positive multiple of 4, got {crop_size}")
-    return crop_size
-
-
-def _check_float(value, name: str) -> float:
-    """``value`` as a finite float, else ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="lacss")
@@ -70,18 +53,18 @@ class Segmentor(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
-            raise ValueError(f"filters must be a positive int, got {filters!r}")
-        if isinstance(trunk_layers, bool) or not isinstance(trunk_layers, int) or trunk_layers < 0:
-            raise ValueError(f"trunk_layers must be a non-negative int, got {trunk_layers!r}")
-        self.filters = filters
-        self.trunk_layers = trunk_layers
-        self.crop_size = check_crop_size(crop_size)
-        self.head_bias_init = _check_float(head_bias_init, "head_bias_init")
-        self.centre_prior_scale = _check_float(centre_prior_scale, "centre_prior_scale")
+        self.filters = _validation.positive_int(filters, "filters")
+        self.trunk_layers = _validation.non_negative_int(trunk_layers, "trunk_layers")
+        self.crop_size = _validation.crop_size(crop_size)
+        self.head_bias_init = _validation.finite_number(head_bias_init, "head_bias_init")
+        self.centre_prior_scale = _validation.finite_number(
+            centre_prior_scale, "centre_prior_scale"
+        )
         self.centre_prior_sigma = None
         if centre_prior_sigma is not None:
-            self.centre_prior_sigma = _check_float(centre_prior_sigma, "centre_prior_sigma")
+            self.centre_prior_sigma = _validation.finite_number(
+                centre_prior_sigma, "centre_prior_sigma"
+            )
             if self.centre_prior_sigma <= 0:
                 raise ValueError(
                     f"centre_prior_sigma must be > 0 or None, got {centre_prior_sigma}"

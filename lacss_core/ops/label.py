@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from keras import ops
 
-from lacss_core.ops.patches import check_crop_size, paste_indices
+from lacss_core import _validation
+from lacss_core.ops._common import valid_rows
+from lacss_core.ops.patches import paste_indices
 
 
 def _ranks(scores, valid):
@@ -37,9 +39,9 @@ def render_label(patches, locations, scores, image_shape, *, threshold=0.5):
         Ranks are not compacted: an instance that covers no pixel leaves its rank absent.
     """
     batch, m, c, _ = patches.shape
-    check_crop_size(int(c))
+    _validation.crop_size(int(c))
     h, w = (int(s) for s in image_shape)
-    valid = ops.all(ops.cast(locations, "float32") >= 0, axis=-1)
+    valid = valid_rows(locations)
     ranks = _ranks(ops.cast(scores, "float32"), valid)
     covered = ops.cast(patches, "float32") > ops.cast(threshold, "float32")
     # Invalid rows land in the dropped segment through paste_indices.

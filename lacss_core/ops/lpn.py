@@ -5,60 +5,17 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from lacss_core.oracle import _checks  # Python-scalar argument checks only
-
-EPS = 1e-7  # logs are taken of values clipped to [EPS, 1] (SPEC 1)
-
-
-def grid_shape(image_shape, stride: int) -> tuple[int, int]:
-    """``(h, w) = (ceil(H/s), ceil(W/s))``: the grid of one feature level (SPEC 1)."""
-    height, width = image_shape
-    return -(-height // stride), -(-width // stride)
-
-
-def reference_points(grid: tuple[int, int], stride: int):
-    """``(h, w, 2) float32`` cell reference points ``(i*s + (s-1)/2, j*s + (s-1)/2)`` in pixels."""
-    h, w = grid
-    centre = (stride - 1) / 2
-    rows = ops.arange(h, dtype="float32") * stride + centre
-    cols = ops.arange(w, dtype="float32") * stride + centre
-    return ops.stack(ops.meshgrid(rows, cols, indexing="ij"), axis=-1)
-
-
-def as_float32(x, name: str, ndim: int, *, last: int | None = None):
-    """``x`` as a float32 tensor after checking its static rank and last axis (ValueError)."""
-    x = ops.cast(ops.convert_to_tensor(x), "float32")
-    if len(x.shape) != ndim:
-        raise ValueError(f"{name} must have rank {ndim}, got shape {tuple(x.shape)}")
-    if last is not None and x.shape[-1] != last:
-        raise ValueError(f"{name} must have last axis {last}, got shape {tuple(x.shape)}")
-    return x
-
-
-def check_same_shape(a, b, name_a: str, name_b: str, axes: int) -> None:
-    """Static check that the first ``axes`` axes of two tensors agree."""
-    if tuple(a.shape[:axes]) != tuple(b.shape[:axes]):
-        raise ValueError(
-            f"{name_a} shape {tuple(a.shape)} does not match {name_b} shape {tuple(b.shape)}"
-        )
-
-
-def valid_rows(locations):
-    """``(B, N) bool``: a location row is valid iff both coordinates are >= 0 (SPEC 1)."""
-    return ops.all(locations >= 0, axis=-1)
-
-
-def squared_distances(a, b):
-    """Float32 ``dy*dy + dx*dx`` between broadcastable ``(..., 2)`` location tensors."""
-    d = a - b
-    return d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]
-
-
-def gather_rows(x, index):
-    """``x[b, index[b, m]]``: ``x (B, N, ...)``, in-range ``index (B, M)`` -> ``(B, M, ...)``."""
-    index = ops.reshape(index, (*index.shape, *([1] * (len(x.shape) - 2))))
-    index = ops.broadcast_to(index, (*index.shape[:2], *x.shape[2:]))
-    return ops.take_along_axis(x, index, axis=1)
+from lacss_core import _validation
+from lacss_core.ops._common import (
+    as_float32,
+    check_same_shape,
+    clipped_log,
+    gather_rows,
+    grid_shape,
+    reference_points,
+    squared_distances,
+    valid_rows,
+)
 
 
 def lpn_targets(locations, image_shape, stride):
@@ -77,8 +34,8 @@ def lpn_targets(locations, image_shape, stride):
         in grid units ``(g - p) / s`` (zero where the image has no valid LOI).
     """
     locations = as_float32(locations, "locations", 3, last=2)
-    size = _checks.image_shape(image_shape)
-    stride = _checks.positive_int(stride, "stride")
+    size = _validation.image_shape(image_shape)
+    stride = _validation.positive_int(stride, "stride")
     h, w = grid_shape(size, stride)
     batch, num_locations = locations.shape[0], locations.shape[1]
     if num_locations == 0:
@@ -115,13 +72,13 @@ def lpn_loss(scores, offsets, score_target, offset_target, *, alpha=0.25, gamma=
     check_same_shape(scores, offsets, "scores", "offsets", 3)
     check_same_shape(scores, score_target, "scores", "score_target", 3)
     check_same_shape(offsets, offset_target, "offsets", "offset_target", 4)
-    alpha = _checks.non_negative(alpha, "alpha")
-    gamma = _checks.non_negative(gamma, "gamma")
-    delta = _checks.positive_number(delta, "delta")
+    alpha = _validation.non_negative(alpha, "alpha")
+    gamma = _validation.non_negative(gamma, "gamma")
+    delta = _validation.positive_number(delta, "delta")
 
     positive = score_target > 0.5
     p_t = ops.where(positive, scores, 1.0 - scores)
-    focal = -alpha * ops.power(1.0 - p_t, gamma) * ops.log(ops.clip(p_t, EPS, 1.0))
+    focal = -alpha * ops.power(1.0 - p_t, gamma) * clipped_log(p_t)
     score_loss = ops.mean(focal)
 
     residual = offsets - offset_target

@@ -7,23 +7,16 @@ Every crop is one flat gather: the source is flattened over (batch, rows, cols) 
 pixel's flat index is computed, with clipped coordinates, so there is no loop over instances and
 no out-of-range index on either backend (torch raises on those, JAX clamps). ``paste_indices``
 is the inverse map, used to paste patches onto a canvas (a scatter-add in ``seg_losses``, a
-segment max in ``label``). ``check_crop_size`` and ``paste_indices`` are shared helpers of the
-ops modules, not part of the oracle mirror.
+segment max in ``label``). ``paste_indices`` is a shared helper of the ops modules, not part of
+the oracle mirror.
 """
 
 from __future__ import annotations
 
-import numbers
-
 from keras import ops
 
-
-def check_crop_size(crop_size) -> int:
-    """Return ``crop_size`` as an int; ``ValueError`` unless it is a positive multiple of 4."""
-    is_int = isinstance(crop_size, numbers.Integral) and not isinstance(crop_size, bool)
-    if not is_int or crop_size < 4 or crop_size % 4:
-        raise ValueError(f"crop_size must be a positive multiple of 4, got {crop_size!r}")
-    return int(crop_size)
+from lacss_core import _validation
+from lacss_core.ops._common import valid_rows
 
 
 def _valid_and_cells(locations, crop_size):
@@ -31,7 +24,7 @@ def _valid_and_cells(locations, crop_size):
     (garbage on invalid rows)."""
     locations = ops.cast(locations, "float32")
     q = (crop_size // 2) // 2
-    valid = ops.all(locations >= 0, axis=-1)
+    valid = valid_rows(locations)
     top_left = ops.cast(ops.floor(locations / 2.0), "int32") - q
     return valid, top_left
 
@@ -46,7 +39,7 @@ def patch_origins(locations, crop_size):
         ``(B, M, 2) int32``: ``(2*(floor(y/2) - q), 2*(floor(x/2) - q))`` with ``q = (c//2)//2``;
         may be negative; ``(0, 0)`` for invalid rows.
     """
-    c = check_crop_size(crop_size)
+    c = _validation.crop_size(crop_size)
     valid, top_left = _valid_and_cells(locations, c)
     return ops.where(valid[..., None], 2 * top_left, 0)
 
@@ -58,7 +51,7 @@ def location_tensor(locations, crop_size):
         ``(B, M, k, k, 2) float32`` with ``k = c // 2``; cell ``(u, v)`` holds
         ``((2*(cy-q+u) + 0.5 - y) / c, (2*(cx-q+v) + 0.5 - x) / c)``; zeros for invalid rows.
     """
-    c = check_crop_size(crop_size)
+    c = _validation.crop_size(crop_size)
     k = c // 2
     locations = ops.cast(locations, "float32")
     valid, top_left = _valid_and_cells(locations, c)
@@ -101,7 +94,7 @@ def gather_patches(features, locations, crop_size):
         ``(B, M, k, k, F) float32``: rows ``[cy-q, cy-q+k)``, cols ``[cx-q, cx-q+k)``; cells outside
         the map read 0; zeros for invalid rows. Differentiable w.r.t. ``features``.
     """
-    c = check_crop_size(crop_size)
+    c = _validation.crop_size(crop_size)
     k, q = c // 2, c // 4
     batch, hf, wf, nf = features.shape
     valid, top_left = _valid_and_cells(locations, c)
@@ -123,7 +116,7 @@ def gt_patches(label, locations, crop_size):
         ``(B, N, c, c) float32``: ``label[Y0+a, X0+b] == n + 1`` (0 outside the image); zeros for
         invalid rows.
     """
-    c = check_crop_size(crop_size)
+    c = _validation.crop_size(crop_size)
     batch, h, w = label.shape
     n = locations.shape[1]
     valid, top_left = _valid_and_cells(locations, c)
@@ -143,7 +136,7 @@ def paste_indices(locations, crop_size, canvas_shape, margin):
     segment ``B*Hc*Wc``, which callers drop.
     Returns: ``(B, N, c, c) int32`` ids and the static segment count ``B*Hc*Wc + 1``.
     """
-    c = check_crop_size(crop_size)
+    c = _validation.crop_size(crop_size)
     hc, wc = canvas_shape
     valid, top_left = _valid_and_cells(locations, c)
     batch = top_left.shape[0]

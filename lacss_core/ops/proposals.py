@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from lacss_core.ops.lpn import (
+from lacss_core import _validation
+from lacss_core.ops._common import (
     as_float32,
     check_same_shape,
     gather_rows,
@@ -14,7 +15,6 @@ from lacss_core.ops.lpn import (
     squared_distances,
     valid_rows,
 )
-from lacss_core.oracle import _checks  # Python-scalar argument checks only
 
 
 def decode_proposals(scores, offsets, image_shape, stride):
@@ -32,8 +32,8 @@ def decode_proposals(scores, offsets, image_shape, stride):
     scores = as_float32(scores, "scores", 3)
     offsets = as_float32(offsets, "offsets", 4, last=2)
     check_same_shape(scores, offsets, "scores", "offsets", 3)
-    height, width = _checks.image_shape(image_shape)
-    stride = _checks.positive_int(stride, "stride")
+    height, width = _validation.image_shape(image_shape)
+    stride = _validation.positive_int(stride, "stride")
     h, w = grid_shape((height, width), stride)
     if scores.shape[1] < h or scores.shape[2] < w:
         raise ValueError(
@@ -74,10 +74,10 @@ def nms(locations, scores, *, max_output, nms_distance, min_score=0.0, pre_nms_t
     locations = as_float32(locations, "locations", 3, last=2)
     scores = as_float32(scores, "scores", 2)
     check_same_shape(locations, scores, "locations", "scores", 2)
-    max_output = _checks.positive_int(max_output, "max_output")
-    distance = np.float32(_checks.non_negative(nms_distance, "nms_distance"))
-    min_score = float(np.float32(_checks.finite_number(min_score, "min_score")))
-    pre_nms_topk = _checks.positive_int(pre_nms_topk, "pre_nms_topk")
+    max_output = _validation.positive_int(max_output, "max_output")
+    distance = np.float32(_validation.non_negative(nms_distance, "nms_distance"))
+    min_score = float(np.float32(_validation.finite_number(min_score, "min_score")))
+    pre_nms_topk = _validation.positive_int(pre_nms_topk, "pre_nms_topk")
 
     order = _score_order(scores)[:, : min(pre_nms_topk, scores.shape[1])]  # (B, k)
     candidate_locations = gather_rows(locations, order)
@@ -208,7 +208,7 @@ def mix_locations(gt_locations, proposals, *, mix_distance):
     gts = as_float32(gt_locations, "gt_locations", 3, last=2)
     proposals = as_float32(proposals, "proposals", 3, last=2)
     check_same_shape(gts, proposals, "gt_locations", "proposals", 1)
-    distance = np.float32(_checks.non_negative(mix_distance, "mix_distance"))
+    distance = np.float32(_validation.non_negative(mix_distance, "mix_distance"))
     num_gts = gts.shape[1]
     if num_gts == 0 or proposals.shape[1] == 0:
         return gts

@@ -14,24 +14,16 @@ from __future__ import annotations
 
 from keras import ops
 
-from lacss_core.ops.patches import check_crop_size, gt_patches, paste_indices
-
-EPS = 1e-7  # logs are taken of values clipped to [EPS, 1] (SPEC 1)
-
-
-def _log(x):
-    return ops.log(ops.clip(x, EPS, 1.0))
+from lacss_core import _validation
+from lacss_core.ops._common import clipped_log, valid_rows
+from lacss_core.ops.patches import gt_patches, paste_indices
 
 
 def _crop_size(patches) -> int:
     """``c`` from the static ``(B, N, c, c)`` shape of ``patches``."""
     if len(patches.shape) != 4 or patches.shape[-1] != patches.shape[-2]:
         raise ValueError(f"patches must have shape (B, N, c, c), got {tuple(patches.shape)}")
-    return check_crop_size(int(patches.shape[-1]))
-
-
-def _valid(locations):
-    return ops.all(ops.cast(locations, "float32") >= 0, axis=-1)
+    return _validation.crop_size(int(patches.shape[-1]))
 
 
 def _instance_mean(per_pixel, valid):
@@ -63,8 +55,8 @@ def fs_seg_loss(patches, locations, label):
     c = _crop_size(patches)
     g = ops.cast(patches, "float32")
     g_t = gt_patches(label, locations, c)
-    bce = -g_t * _log(g) - (1.0 - g_t) * _log(1.0 - g)
-    return _instance_mean(bce, _valid(locations))
+    bce = -g_t * clipped_log(g) - (1.0 - g_t) * clipped_log(1.0 - g)
+    return _instance_mean(bce, valid_rows(locations))
 
 
 def ws_seg_loss(patches, locations, mask):
@@ -79,9 +71,9 @@ def ws_seg_loss(patches, locations, mask):
     c = _crop_size(patches)
     h, w = mask.shape[1:]
     g = ops.cast(patches, "float32")
-    valid = _valid(locations)
+    valid = valid_rows(locations)
     ids, num_segments = paste_indices(locations, c, (h + c, w + c), c // 2)
-    log_free = _log(1.0 - g)  # log(1 - G_k), 0 where instance k predicts nothing
+    log_free = clipped_log(1.0 - g)  # log(1 - G_k), 0 where instance k predicts nothing
     # Invalid rows go to the last (dropped) segment, so the canvas proper sums valid rows only;
     # what invalid rows read back from that segment is masked out in the mean.
     overlap_canvas = _paste(log_free, ids, num_segments)

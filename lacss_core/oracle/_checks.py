@@ -1,8 +1,14 @@
-"""Input checks shared by the oracle: bad input raises ``ValueError`` naming the argument."""
+"""Array checks of the oracle: bad input raises ``ValueError`` naming the argument.
+
+Checks of Python scalars (sizes, thresholds, ``crop_size``) are shared with the ops and models in
+``lacss_core._validation``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+from lacss_core import _validation
 
 
 def as_array(
@@ -33,50 +39,9 @@ def same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str, axes: int
         raise ValueError(f"{name_a} shape {a.shape} does not match {name_b} shape {b.shape}")
 
 
-def positive_int(v, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return int(v)
-
-
-def image_shape(v, name: str = "image_shape") -> tuple[int, int]:
-    if len(tuple(v)) != 2:
-        raise ValueError(f"{name} must be (H, W), got {v!r}")
-    h, w = (positive_int(s, name) for s in v)
-    return h, w
-
-
-def crop_size(c) -> int:
-    c = positive_int(c, "crop_size")
-    if c % 4:
-        raise ValueError(f"crop_size must be a positive multiple of 4, got {c}")
-    return c
-
-
-def non_negative(v, name: str) -> float:
-    v = float(v)
-    if not np.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    return v
-
-
 def valid_rows(locations: np.ndarray) -> np.ndarray:
     """``(B, N) bool``: a location row is valid iff both coordinates are >= 0 (SPEC 1)."""
     return np.all(locations >= 0, axis=-1)
-
-
-def positive_number(v, name: str) -> float:
-    v = float(v)
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-    return v
-
-
-def finite_number(v, name: str) -> float:
-    v = float(v)
-    if not np.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {v!r}")
-    return v
 
 
 def within(a: np.ndarray, name: str, low: float, high: float) -> None:
@@ -96,7 +61,7 @@ def patch_size(patches: np.ndarray, name: str = "patches") -> int:
     """Check that the last two axes of ``patches`` are ``c x c`` with ``c`` a positive multiple of
     4 (SPEC 2) and return ``c``."""
     c = patches.shape[-1]
-    if patches.shape[-2] != c or c < 1 or c % 4:
+    if patches.shape[-2] != c or not _validation.is_crop_size(c):
         raise ValueError(
             f"{name} must end in c x c with c a positive multiple of 4, got shape {patches.shape}"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lacss_core import _validation
 from lacss_core.oracle import _checks
 from lacss_core.oracle.patches import patch_origins
 
@@ -36,8 +37,8 @@ def render_label(patches, locations, scores, image_shape, *, threshold=0.5):
     _checks.same_batch(patches=g, locations=locs, scores=s)
     _checks.same_shape(g, locs, "patches", "locations", 2)
     _checks.same_shape(s, locs, "scores", "locations", 2)
-    h, w = _checks.image_shape(image_shape)
-    covered = g > np.float32(_checks.non_negative(threshold, "threshold"))
+    h, w = _validation.image_shape(image_shape)
+    covered = g > np.float32(_validation.non_negative(threshold, "threshold"))
     valid = _checks.valid_rows(locs)
     origins = patch_origins(locs, c)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lacss_core import _validation
 from lacss_core.oracle import _checks
 
 EPS = 1e-7  # logs are taken of values clipped to [EPS, 1] (SPEC 1)
@@ -52,8 +53,8 @@ def lpn_targets(locations, image_shape, stride):
         in grid units ``(g - p) / s`` (zero where the image has no valid LOI).
     """
     locations = _checks.as_array(locations, "locations", 3, last=2).astype(np.float32)
-    size = _checks.image_shape(image_shape)
-    stride = _checks.positive_int(stride, "stride")
+    size = _validation.image_shape(image_shape)
+    stride = _validation.positive_int(stride, "stride")
     grid = grid_shape(size, stride)
     points = reference_points(grid, stride)
     radius = np.float32(1.5 * stride)
@@ -98,9 +99,9 @@ def lpn_loss(scores, offsets, score_target, offset_target, *, alpha=0.25, gamma=
     scores, offsets, score_target, offset_target = _checked_loss_inputs(
         scores, offsets, score_target, offset_target
     )
-    alpha = _checks.non_negative(alpha, "alpha")
-    gamma = _checks.non_negative(gamma, "gamma")
-    delta = _checks.positive_number(delta, "delta")
+    alpha = _validation.non_negative(alpha, "alpha")
+    gamma = _validation.non_negative(gamma, "gamma")
+    delta = _validation.positive_number(delta, "delta")
 
     positive = score_target == 1
     p_t = np.where(positive, scores, 1.0 - scores)

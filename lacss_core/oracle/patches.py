@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lacss_core import _validation
 from lacss_core.oracle import _checks
 
 
@@ -25,7 +26,7 @@ def patch_origins(locations, crop_size):
         may be negative; ``(0, 0)`` for invalid rows.
     """
     locs = _checks.float32_locations(locations)
-    c = _checks.crop_size(crop_size)
+    c = _validation.crop_size(crop_size)
     q = (c // 2) // 2
     valid = _checks.valid_rows(locs)
     origins = np.zeros(locs.shape, dtype=np.int32)

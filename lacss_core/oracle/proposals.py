@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lacss_core import _validation
 from lacss_core.oracle import _checks
 from lacss_core.oracle.lpn import grid_shape, reference_points, squared_distances
 
@@ -24,8 +25,8 @@ def decode_proposals(scores, offsets, image_shape, stride):
     offsets = _checks.as_array(offsets, "offsets", 4, last=2)
     _checks.same_batch(scores=scores, offsets=offsets)
     _checks.same_shape(scores, offsets, "scores", "offsets", 3)
-    height, width = _checks.image_shape(image_shape)
-    stride = _checks.positive_int(stride, "stride")
+    height, width = _validation.image_shape(image_shape)
+    stride = _validation.positive_int(stride, "stride")
     h, w = grid_shape((height, width), stride)
     if scores.shape[1] < h or scores.shape[2] < w:
         raise ValueError(
@@ -64,10 +65,10 @@ def nms(locations, scores, *, max_output, nms_distance, min_score=0.0, pre_nms_t
     scores = _checks.as_array(scores, "scores", 2).astype(np.float32)
     _checks.same_batch(locations=locations, scores=scores)
     _checks.same_shape(locations, scores, "locations", "scores", 2)
-    max_output = _checks.positive_int(max_output, "max_output")
-    nms_distance = np.float32(_checks.non_negative(nms_distance, "nms_distance"))
-    min_score = np.float32(_checks.finite_number(min_score, "min_score"))
-    pre_nms_topk = _checks.positive_int(pre_nms_topk, "pre_nms_topk")
+    max_output = _validation.positive_int(max_output, "max_output")
+    nms_distance = np.float32(_validation.non_negative(nms_distance, "nms_distance"))
+    min_score = np.float32(_validation.finite_number(min_score, "min_score"))
+    pre_nms_topk = _validation.positive_int(pre_nms_topk, "pre_nms_topk")
 
     batch, num_candidates = scores.shape
     out_locations = np.full((batch, max_output, 2), -1, np.float32)
@@ -114,7 +115,7 @@ def mix_locations(gt_locations, proposals, *, mix_distance):
     gts = _checks.as_array(gt_locations, "gt_locations", 3, last=2).astype(np.float32)
     proposals = _checks.as_array(proposals, "proposals", 3, last=2).astype(np.float32)
     _checks.same_batch(gt_locations=gts, proposals=proposals)
-    mix_distance = np.float32(_checks.non_negative(mix_distance, "mix_distance"))
+    mix_distance = np.float32(_validation.non_negative(mix_distance, "mix_distance"))
 
     mixed = gts.copy()
     valid_gt = _checks.valid_rows(gts)
