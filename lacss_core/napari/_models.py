@@ -1,0 +1,129 @@
+"""The models the widgets offer, and loading them.
+
+A model is named by a :class:`ModelSource`: a ``.keras`` file, a model trained in this napari
+session (also a file), or a preset (an untrained architecture: random weights, useful to start
+training, not to segment). Models trained by the Train widget are added to :data:`registry`, whose
+``changed`` signal makes every model chooser list them at once.
+
+Loaded files are kept (keyed by path and modification time) so that segmenting again does not
+reload and recompile; a model to be trained is always a fresh copy, since training changes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+from psygnal import Signal
+
+FILE = "file"
+PRESET = "preset"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: ``kind`` is ``"file"`` (``name`` is a path; empty means "the
+    file chosen in the widget") or ``"preset"`` (``name`` is a ``Lacss`` preset)."""
+
+    kind: str
+    name: str = ""
+
+    def describe(self) -> str:
+        return Path(self.name).name if self.kind == FILE else f"preset {self.name}"
+
+
+#: Stands for "the .keras file chosen in the widget's file field".
+CHOSEN_FILE = ModelSource(FILE)
+
+
+class _Registry:
+    """Models trained in this session, newest first: ``{label: path}``."""
+
+    changed = Signal()
+
+    def __init__(self):
+        self.trained: dict[str, Path] = {}
+
+    def add(self, path) -> ModelSource:
+        path = Path(path).resolve()
+        label = f"trained: {path.name}"
+        self.trained = {label: path, **{k: v for k, v in self.trained.items() if v != path}}
+        self.changed.emit()
+        return ModelSource(FILE, str(path))
+
+
+registry = _Registry()
+
+
+def segment_choices() -> list[tuple[str, ModelSource]]:
+    """Choices for segmenting: trained models, a file, then the untrained presets."""
+    from lacss_core.models import Lacss
+
+    choices = [(label, ModelSource(FILE, str(path))) for label, path in registry.trained.items()]
+    choices.append(("a .keras file (below)", CHOSEN_FILE))
+    choices += [(f"{name} (untrained)", ModelSource(PRESET, name)) for name in Lacss.presets()]
+    return choices
+
+
+def train_choices() -> list[tuple[str, ModelSource]]:
+    """Choices to start training from: new models of each preset, trained models, a file."""
+    from lacss_core.models import Lacss
+
+    choices = [(f"new {name}", ModelSource(PRESET, name)) for name in Lacss.presets()]
+    choices += [(label, ModelSource(FILE, str(path))) for label, path in registry.trained.items()]
+    choices.append(("a .keras file (below)", CHOSEN_FILE))
+    return choices
+
+
+def resolve(source: ModelSource, chosen_file) -> ModelSource:
+    """``source`` with ``CHOSEN_FILE`` replaced by the widget's file; checks the file exists."""
+    if source != CHOSEN_FILE:
+        return source
+    path = Path(str(chosen_file or "")).expanduser()
+    if not str(chosen_file or "").strip() or path.is_dir():
+        raise ValueError("choose a model file (.keras) in the model file field")
+    if not path.is_file():
+        raise ValueError(f"model file {path} does not exist")
+    return ModelSource(FILE, str(path.resolve()))
+
+
+_cache: dict[tuple, object] = {}
+_cache_lock = threading.Lock()
+
+
+def load_for_prediction(source: ModelSource):
+    """The model named by a resolved ``source``, loaded once and then reused."""
+    key = _cache_key(source)
+    with _cache_lock:
+        if key not in _cache:
+            _cache.clear()  # one model at a time: a large model's memory is freed when switching
+            _cache[key] = _load(source)
+        return _cache[key]
+
+
+def load_for_training(source: ModelSource, *, weak: bool):
+    """A fresh model to train: a new preset (for ``weak`` training from scratch with the head
+    bias and centre prior of ``lacss train --weak``) or a copy loaded from its file."""
+    if source.kind == PRESET:
+        from lacss_core.cli.train import WEAK_FROM_SCRATCH
+        from lacss_core.models import Lacss
+
+        return Lacss.from_preset(source.name, **(WEAK_FROM_SCRATCH if weak else {}))
+    return _load(source)
+
+
+def _cache_key(source: ModelSource) -> tuple:
+    if source.kind == FILE:
+        return (FILE, source.name, Path(source.name).stat().st_mtime_ns)
+    return (source.kind, source.name)
+
+
+def _load(source: ModelSource):
+    if source.kind == PRESET:
+        from lacss_core.models import Lacss
+
+        return Lacss.from_preset(source.name)
+    from lacss_core.cli.predict import load_model
+
+    return load_model(source.name)
