@@ -87,3 +87,16 @@ def configure() -> str:
         "lacss-core needs JAX or PyTorch as the Keras backend and neither is installed. "
         "Install one with: pip install 'lacss-core[jax]' or pip install 'lacss-core[torch]'"
     )
+
+
+def exit_if_command_line(error: BackendError) -> None:
+    """Started as the ``lacss`` command (console script or ``python -m lacss_core.cli``): print
+    ``error`` as one line and exit with status 2 (a usage error) instead of a traceback."""
+    script = os.path.basename(sys.argv[0]) if sys.argv else ""
+    argv = list(getattr(sys, "orig_argv", []))
+    as_module = any(
+        a == "-m" and argv[i + 1 : i + 2] == ["lacss_core.cli"] for i, a in enumerate(argv)
+    )
+    if script in ("lacss", "lacss.exe", "lacss-script.py") or as_module:
+        print(f"lacss: error: {error}", file=sys.stderr)
+        raise SystemExit(2)

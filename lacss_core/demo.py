@@ -18,12 +18,13 @@ import keras
 import tifffile
 from tqdm.auto import tqdm
 
+from lacss_core._atomic import atomic_path
 from lacss_core.data import LacssDataset, SyntheticCells
 from lacss_core.export import write_csv, write_label_tiff, write_overlay_png
 from lacss_core.metrics import coco_mask_ap
 from lacss_core.models import Lacss
 from lacss_core.predict import predict_instances
-from lacss_core.train import plot_history, train
+from lacss_core.train import plot_history, save_model, train
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ def segment_test_images(model, settings: DemoSettings, output: str, progress: bo
     for i in tqdm(range(len(test)), desc="segmenting", unit="image", disable=not progress):
         sample, name = test[i], f"synthetic_{i:02d}"
         label, details = predict_instances(model, sample.image)
-        tifffile.imwrite(os.path.join(folders["images"], name + ".tif"), sample.image[..., 0])
+        with atomic_path(os.path.join(folders["images"], name + ".tif")) as tmp:
+            tifffile.imwrite(tmp, sample.image[..., 0])
         write_label_tiff(os.path.join(folders["ground_truth"], name + "_masks.tif"), sample.label)
         prediction = os.path.join(folders["predictions"], name)
         write_label_tiff(prediction + "_label.tif", label)
@@ -135,7 +137,7 @@ def run_demo(
     os.makedirs(output, exist_ok=True)
     print(f"lacss demo: backend {keras.backend.backend()}, output folder {output!r}")
     model, history = train_demo_model(settings, progress)
-    model.save(os.path.join(output, "model.keras"))
+    save_model(model, os.path.join(output, "model.keras"))
     plot_history(history, os.path.join(output, "training_curve.png"))
     predictions, truths, scores = segment_test_images(model, settings, output, progress)
     ap = coco_mask_ap(predictions, truths, scores=scores).to_dict()

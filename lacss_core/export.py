@@ -3,17 +3,20 @@
 Every writer takes a label image ``(H, W)`` int (0 = background, cells 1..n) and, where it needs
 them, the ``details`` dict of :func:`lacss_core.predict.predict_instances` (row ``i`` describes
 label ``i + 1``). Coordinates are pixels; ``(y, x)`` order everywhere except in COCO and ImageJ,
-whose formats are ``(x, y)``. The I/O packages (tifffile, imageio, roifile, contourpy from
-matplotlib) are the ``io`` extra and are imported only by the writer that needs them.
+whose formats are ``(x, y)``. Every file is written atomically (``lacss_core._atomic``: a
+temporary file in the same folder, then ``os.replace``), so none is ever seen half-written. The
+I/O packages (tifffile, imageio, roifile, contourpy from matplotlib) are the ``io`` extra and are
+imported only by the writer that needs them.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 
 import numpy as np
+
+from lacss_core._atomic import atomic_open, atomic_path
 
 CSV_COLUMNS = (
     "label", "score", "y", "x", "area", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1",
@@ -37,7 +40,8 @@ def write_label_tiff(path, label) -> None:
 
     label = _check_label(label)
     dtype = np.uint16 if label.max(initial=0) < 2**16 else np.uint32
-    tifffile.imwrite(path, label.astype(dtype), compression="zlib")
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, label.astype(dtype), compression="zlib")
 
 
 def display_image(image) -> np.ndarray:
@@ -90,7 +94,9 @@ def write_overlay_png(path, image, label) -> None:
     """Write :func:`overlay` as a PNG."""
     import imageio.v3 as iio
 
-    iio.imwrite(path, overlay(image, label))
+    rgb = overlay(image, label)
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, rgb, extension=".png")
 
 
 def write_csv(path, details) -> None:
@@ -101,21 +107,27 @@ def write_csv(path, details) -> None:
     ``in_saturated_tile`` is 1 for a cell found by a tile that held the model's full capacity
     (``details["saturated"]``; other cells may be missing near it), else 0.
     """
+    with atomic_open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(_csv_rows(details))
+
+
+def _csv_rows(details) -> list[list]:
     scores = np.asarray(details["scores"])
     locations = np.asarray(details["locations"]).reshape(-1, 2)
     areas = np.asarray(details["areas"])
     bboxes = np.asarray(details["bboxes"]).reshape(-1, 4)
     saturated = np.asarray(details.get("saturated", np.zeros(len(scores), bool)), bool)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for i in range(len(scores)):
-            y, x = locations[i]
-            writer.writerow(
-                [i + 1, f"{scores[i]:.6g}", f"{y:.2f}", f"{x:.2f}", int(areas[i])]
-                + [int(v) for v in bboxes[i]]
-                + [int(saturated[i])]
-            )
+    rows = []
+    for i in range(len(scores)):
+        y, x = locations[i]
+        rows.append(
+            [i + 1, f"{scores[i]:.6g}", f"{y:.2f}", f"{x:.2f}", int(areas[i])]
+            + [int(v) for v in bboxes[i]]
+            + [int(saturated[i])]
+        )
+    return rows
 
 
 def read_csv_scores(path) -> dict[int, float]:
@@ -173,8 +185,9 @@ def coco_dict(label, details, *, file_name="image", image_id=1) -> dict:
 
 def write_coco_json(path, label, details, *, file_name="image") -> None:
     """Write :func:`coco_dict` as json."""
-    with open(path, "w") as f:
-        json.dump(coco_dict(label, details, file_name=file_name), f)
+    coco = coco_dict(label, details, file_name=file_name)
+    with atomic_open(path, "w") as f:
+        json.dump(coco, f)
 
 
 def cell_outline(mask) -> np.ndarray:
@@ -195,9 +208,13 @@ def cell_outline(mask) -> np.ndarray:
 
 def write_imagej_rois(path, label) -> None:
     """Write one polygon ROI per cell (named by its label) into an ImageJ/Fiji ROI zip."""
+    _write_rois(path, _cell_rois(_check_label(label)))
+
+
+def _cell_rois(label, plane=None) -> list:
+    """One ImageJ polygon ROI per cell; in a stack, set to its 1-based ``plane + 1``."""
     import roifile
 
-    label = _check_label(label)
     rois = []
     for cell in range(1, int(label.max(initial=0)) + 1):
         rows, cols = np.nonzero(label == cell)
@@ -207,12 +224,102 @@ def write_imagej_rois(path, label) -> None:
         mask = np.zeros((rows.max() - top + 1, cols.max() - left + 1), bool)
         mask[rows - top, cols - left] = True
         points = cell_outline(mask) + (left, top)
-        rois.append(roifile.ImagejRoi.frompoints(points, name=f"{cell:05d}", index=cell))
-    if os.path.exists(path):
-        os.remove(path)  # roiwrite appends to an existing zip
-    if rois:
-        roifile.roiwrite(path, rois)
-    else:  # an image with no cell still gets its (empty) zip, so every image has every output
-        import zipfile
+        name = f"{cell:05d}" if plane is None else f"{plane + 1:04d}-{cell:05d}"
+        roi = roifile.ImagejRoi.frompoints(points, name=name, index=cell)
+        if plane is not None:
+            roi.position = plane + 1
+        rois.append(roi)
+    return rois
 
-        zipfile.ZipFile(path, "w").close()
+
+def _write_rois(path, rois) -> None:
+    import roifile
+
+    with atomic_path(path) as tmp:  # a fresh file: roiwrite would append to an existing zip
+        if rois:
+            roifile.roiwrite(tmp, rois)
+        else:  # an image with no cell still gets its (empty) zip, so every image has every output
+            import zipfile
+
+            zipfile.ZipFile(tmp, "w").close()
+
+
+# ---------------------------------------------------------------------------- stacks
+# A stack segmented plane by plane (``lacss predict --stack-mode per-plane``): ``labels (P, H, W)``
+# and one ``details`` dict per plane, in the file's plane order; ``axes`` and ``shape`` are the
+# stack's axis letters and shape (``lacss_core.data.axes.Planes``), so the TIFFs reopen as the
+# same stack. Label ids start at 1 in every plane.
+
+
+def _stack_array(planes, axes, shape):
+    planes = np.asarray(planes)
+    if planes.ndim < 3:
+        raise ValueError(f"a stack needs (P, H, W) planes, got shape {planes.shape}")
+    shape = tuple(shape) if shape else (len(planes),)
+    axes = axes or "Z"
+    if int(np.prod(shape)) != len(planes) or len(axes) != len(shape):
+        raise ValueError(f"stack axes {axes!r} / shape {shape} do not fit {len(planes)} planes")
+    return planes.reshape(shape + planes.shape[1:]), axes
+
+
+def write_label_stack_tiff(path, labels, *, axes="Z", shape=None) -> None:
+    """Write ``(P, H, W)`` label planes as one TIFF stack with axes ``axes + "YX"``."""
+    import tifffile
+
+    for plane in labels:
+        _check_label(plane)
+    labels = np.asarray(labels)
+    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+    data, axes = _stack_array(labels.astype(dtype), axes, shape)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(
+            tmp, data, compression="zlib", photometric="minisblack", metadata={"axes": axes + "YX"}
+        )
+
+
+def write_overlay_stack_tiff(path, images, labels, *, axes="Z", shape=None) -> None:
+    """Write the overlays of ``(P, H, W, C)`` images and ``(P, H, W)`` labels as an RGB stack."""
+    import tifffile
+
+    rgb = np.stack([overlay(image, label) for image, label in zip(images, labels, strict=True)])
+    data, axes = _stack_array(rgb, axes, shape)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(
+            tmp, data, compression="zlib", photometric="rgb", metadata={"axes": axes + "YXS"}
+        )
+
+
+def write_stack_csv(path, details_per_plane) -> None:
+    """Like :func:`write_csv`, one row per cell of every plane, with a leading ``plane`` column
+    (0-based, the file's plane order)."""
+    with atomic_open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("plane", *CSV_COLUMNS))
+        for plane, details in enumerate(details_per_plane):
+            writer.writerows([plane] + row for row in _csv_rows(details))
+
+
+def write_stack_coco_json(path, labels, details_per_plane, *, file_name="image") -> None:
+    """A COCO dataset with one image per plane (``id`` = plane + 1, ``file_name`` with
+    ``#plane=P``) and their annotations (ids unique over the stack)."""
+    images, annotations = [], []
+    for plane, (label, details) in enumerate(zip(labels, details_per_plane, strict=True)):
+        coco = coco_dict(label, details, file_name=f"{file_name}#plane={plane}", image_id=plane + 1)
+        images += coco["images"]
+        for annotation in coco["annotations"]:
+            annotations.append({**annotation, "id": len(annotations) + 1})
+    info = coco["info"] | {"saturated_tiles": sum(int(d.get("saturated_tiles", 0)) for d in
+                                                    details_per_plane)}  # fmt: skip
+    dataset = {"info": info, "images": images, "annotations": annotations}
+    dataset["categories"] = coco["categories"]
+    with atomic_open(path, "w") as f:
+        json.dump(dataset, f)
+
+
+def write_stack_imagej_rois(path, labels) -> None:
+    """One polygon ROI per cell of every plane, set to its plane (ImageJ position, 1-based) and
+    named ``PPPP-LLLLL`` (plane + 1, label)."""
+    rois = []
+    for plane, label in enumerate(labels):
+        rois += _cell_rois(_check_label(label), plane)
+    _write_rois(path, rois)

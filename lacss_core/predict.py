@@ -56,15 +56,21 @@ def predict_instances(
     tile_overlap=None,
     max_output=None,
     progress=None,
+    channels=None,
 ):
     """Segment cells in one image (or a list of images of any sizes).
 
     Args:
         model: a ``lacss_core.models.Lacss`` (trained, or loaded with ``keras.saving.load_model``).
-        image: ``(H, W)`` grey or ``(H, W, C)`` array of any real dtype and any ``H, W >= 1``;
-            ``C`` must match the model's input channels. A list/tuple of such arrays, or a 4-D
-            ``(B, H, W, C)`` array, is segmented image by image and gives lists.
-        min_score: keep proposals with score ``>=`` this (default: the model's ``min_score``).
+        image: ``(H, W)`` grey, ``(H, W, C)`` or channels-first ``(C, H, W)`` array (``C <= 4``,
+            by the shape rule of ``lacss_core.data.axes``; an ``(H, W, C)`` whose ``C`` is the
+            model's channel count is always channels-last) of any real dtype and any
+            ``H, W >= 1``; nested Python lists (``array.tolist()``) are converted. A list/tuple
+            of arrays, or a 4-D ``(B, H, W, C)`` array, is segmented image by image and gives
+            lists. A stack of planes (z, time) is not one image: segment its planes one by one
+            (``lacss_core.data.read_planes``).
+        min_score: keep proposals with score ``>=`` this, in ``[0, 1]`` (default: the model's
+            ``min_score``).
         nms_distance: proposals closer than this many pixels to a better one are dropped
             (default: the model's ``nms_distance``, i.e. its LPN stride unless set).
         segmentation_threshold: a pixel belongs to a cell where its patch probability is ``>``
@@ -89,6 +95,11 @@ def predict_instances(
             memory per tile; the default tile size grows with it.
         progress: a progress bar over the tiles of a tiled image (tqdm, on stderr): ``None``
             shows it on a terminal only, ``True`` always, ``False`` never.
+        channels: how the image's channels feed the model's (the same rule as ``lacss predict
+            --channels``, see :func:`select_channels`): None (they must match, except that
+            identical channels, e.g. grey saved as RGB, feed a 1-channel model), ``"grey"``
+            (their mean, for a 1-channel model) or a list of channel indices (e.g. ``[1]`` for
+            the green channel, ``[0, 0, 0]`` to repeat a grey image for a 3-channel model).
     Returns:
         ``(label, details)``. ``label``: ``(H, W)`` int32, 0 = background, cells ``1..n``
         numbered by descending score. ``details``: dict of NumPy arrays, row ``i`` for label
@@ -101,6 +112,8 @@ def predict_instances(
     Raises:
         ValueError: a bad image (ndim, channel count, empty, non-finite) or a bad option, naming it.
     """
+    if isinstance(image, (list, tuple)) and _is_nested_number_list(image):
+        image = np.asarray(image)  # one image given as nested lists, e.g. array.tolist()
     kwargs = dict(
         min_score=min_score,
         nms_distance=nms_distance,
@@ -112,6 +125,7 @@ def predict_instances(
         tile_overlap=tile_overlap,
         max_output=max_output,
         progress=progress,
+        channels=channels,
     )
     if isinstance(image, (list, tuple)) or (isinstance(image, np.ndarray) and image.ndim == 4):
         results = [
@@ -123,7 +137,7 @@ def predict_instances(
 
 def _predict_one(model, image, name, *, min_score, nms_distance, segmentation_threshold,
                  min_area, scale, normalize, tile_size, tile_overlap, max_output,
-                 progress):  # fmt: skip
+                 progress, channels):  # fmt: skip
     """``predict_instances`` of one image; ``name`` says which in the saturation warning."""
     network = Network.of(model)
     settings = _resolve_settings(
@@ -132,7 +146,7 @@ def _predict_one(model, image, name, *, min_score, nms_distance, segmentation_th
     min_area = _check_min_area(min_area)
     if progress not in (None, True, False):
         raise ValueError(f"progress must be None, True or False, got {progress!r}")
-    pixels = _prepare_image(image, network.channels, normalize)
+    pixels = _prepare_image(image, network.channels, normalize, channels)
     scaled, factors = _rescale(pixels, scale)
     tile, overlap = _tiling(scaled.shape[:2], tile_size, tile_overlap, network, settings)
     if tile is None:
@@ -204,8 +218,8 @@ def _resolve_settings(network, min_score, nms_distance, threshold, max_output=No
         min_score = model.min_score
     if nms_distance is None:
         nms_distance = network.default_nms_distance()
-    if not _validation.is_number(min_score) or not 0 <= min_score < math.inf:
-        raise ValueError(f"min_score must be a finite number >= 0, got {min_score!r}")
+    if not _validation.is_number(min_score) or not 0 <= min_score <= 1:
+        raise ValueError(f"min_score must be a number in [0, 1] (scores are), got {min_score!r}")
     if not _validation.is_number(nms_distance) or not 0 <= nms_distance < math.inf:
         raise ValueError(f"nms_distance must be a finite number >= 0, got {nms_distance!r}")
     if not _validation.is_number(threshold) or not 0 <= threshold < 1:
@@ -225,34 +239,146 @@ def _check_min_area(min_area) -> int:
     return int(min_area)
 
 
-def _prepare_image(image, channels, normalize) -> np.ndarray:
+def check_options(
+    model,
+    *,
+    min_score=None,
+    nms_distance=None,
+    segmentation_threshold=0.5,
+    min_area=0,
+    scale=1.0,
+    normalize="range",
+    tile_size=None,
+    tile_overlap=None,
+    max_output=None,
+    channels=None,
+) -> None:
+    """Check :func:`predict_instances` options against ``model`` without an image, so a batch
+    tool can refuse bad options once, before any work. Raises what ``predict_instances`` would."""
+    network = Network.of(model)
+    settings = _resolve_settings(
+        network, min_score, nms_distance, segmentation_threshold, max_output
+    )
+    _check_min_area(min_area)
+    _check_scale(scale)
+    _check_normalize(normalize)
+    _tiling((1, 1), tile_size, tile_overlap, network, settings)
+    _check_channels_option(channels, network.channels)
+
+
+def _is_nested_number_list(items) -> bool:
+    """True for nested Python lists of numbers (one image), False for a list of arrays."""
+    first = items[0] if len(items) else None
+    while isinstance(first, (list, tuple)) and len(first):
+        first = first[0]
+    return _validation.is_number(first) or isinstance(first, bool)
+
+
+def _check_normalize(normalize) -> None:
+    if normalize is not None and normalize not in ("range", "standard"):
+        raise ValueError(f"normalize must be 'range', 'standard' or None, got {normalize!r}")
+
+
+CHANNELS_HELP = (
+    "choose with channels=[i, ...] (indices of the image's channels; lacss predict --channels "
+    "i,...) or channels='grey' (their mean; --channels grey)"
+)
+
+
+def _check_channels_option(channels, model_channels) -> None:
+    if channels is None:
+        return
+    if isinstance(channels, str):
+        if channels != "grey":
+            raise ValueError(
+                f"channels must be None, 'grey' or a list of indices, got {channels!r}"
+            )
+        if model_channels not in (None, 1):
+            raise ValueError(
+                f"channels='grey' gives 1 channel but the model expects {model_channels}"
+            )
+        return
+    indices = list(channels) if isinstance(channels, (list, tuple, np.ndarray)) else None
+    if not indices or not all(_validation.is_int(i) and i >= 0 for i in indices):
+        raise ValueError(
+            f"channels must be None, 'grey' or a list of indices >= 0, got {channels!r}"
+        )
+    if model_channels is not None and len(indices) != model_channels:
+        raise ValueError(
+            f"channels={list(indices)} picks {len(indices)} channel(s) but the model expects "
+            f"{model_channels}"
+        )
+
+
+def select_channels(image, model_channels, channels=None) -> np.ndarray:
+    """Feed an ``(H, W, C)`` image's channels to a model with ``model_channels`` inputs.
+
+    The one channel rule of the API and the CLI: ``channels=None`` needs ``C ==
+    model_channels``, except that a 1-channel model takes an image whose channels are all
+    identical (grey saved as RGB) as grey; anything else is an error that says how to choose.
+    ``"grey"`` averages all channels; a list of indices picks (or repeats) channels in order.
+    """
+    _check_channels_option(channels, model_channels)
+    have = image.shape[-1]
+    if channels is None:
+        if model_channels is None or have == model_channels:
+            return image
+        if model_channels == 1 and np.all(image == image[..., :1]):
+            return image[..., :1]
+        raise ValueError(
+            f"image has {have} channel(s) but the model expects {model_channels}: " + CHANNELS_HELP
+        )
+    if isinstance(channels, str):  # "grey"
+        return image.mean(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
+    indices = [int(i) for i in channels]
+    if max(indices) >= have:
+        raise ValueError(
+            f"channels={indices} picks channel {max(indices)} of a {have}-channel image"
+        )
+    return image[..., indices]
+
+
+def _as_channels_last(array: np.ndarray, model_channels) -> np.ndarray:
+    """``(H, W, C)`` from a 2-D or 3-D array by the shape rule of ``lacss_core.data.axes``."""
+    from lacss_core.data.axes import image_axes
+
+    if array.ndim == 2:
+        return array[..., None]
+    if array.ndim != 3:
+        raise ValueError(
+            f"image must be (H, W) grey, (H, W, C) or (C, H, W), got shape {array.shape}; "
+            "pass several images as a list"
+        )
+    if array.shape[-1] == model_channels:
+        return array
+    axes = image_axes(array.shape)
+    if axes == "CYX":
+        return np.moveaxis(array, 0, -1)
+    if axes == "QYX":
+        raise ValueError(
+            f"image of shape {array.shape} is not one image with at most 4 channels: a stack of "
+            f"{array.shape[0]} planes? Segment its planes one by one (a list of (H, W) arrays)"
+        )
+    return array
+
+
+def _prepare_image(image, model_channels, normalize, channels=None) -> np.ndarray:
     """``(H, W, C)`` float32, checked and normalised (SPEC 11, as in training)."""
     from lacss_core.data.normalize import normalize_image
 
     array = np.asarray(image)
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array):
         raise ValueError(f"image must be a real numeric array, got dtype {array.dtype}")
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3:
-        raise ValueError(
-            f"image must be (H, W) grey or (H, W, C), got shape {array.shape}; "
-            "pass several images as a list"
-        )
-    if array.shape[0] == 0 or array.shape[1] == 0:
+    array = _as_channels_last(array, model_channels)
+    if array.shape[0] == 0 or array.shape[1] == 0 or array.shape[2] == 0:
         raise ValueError(f"image is empty: shape {array.shape}")
-    if channels is not None and array.shape[-1] != channels:
-        raise ValueError(
-            f"image has {array.shape[-1]} channel(s) but the model expects {channels}: "
-            f"pass an (H, W, {channels}) array" + (" or an (H, W) array" if channels == 1 else "")
-        )
+    array = select_channels(array, model_channels, channels)
+    _check_normalize(normalize)
     if normalize is None:
         array = array.astype(np.float32)
         if not np.all(np.isfinite(array)):
             raise ValueError("image contains non-finite values")
         return array
-    if normalize not in ("range", "standard"):
-        raise ValueError(f"normalize must be 'range', 'standard' or None, got {normalize!r}")
     return normalize_image(array, normalize)
 
 
@@ -283,8 +409,7 @@ def _rescale(image, scale):
 
     Downscaling first blurs with a Gaussian of sigma ``(1/scale - 1) / 2`` against aliasing.
     """
-    if not _validation.is_number(scale) or not 0 < scale < math.inf:
-        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    _check_scale(scale)
     if scale == 1:
         return image, (1.0, 1.0)
     from scipy import ndimage
@@ -299,6 +424,11 @@ def _rescale(image, scale):
     if resized.shape[:2] != (out_h, out_w):  # zoom rounds the same way; guard the contract
         raise RuntimeError(f"resize gave {resized.shape[:2]}, expected {(out_h, out_w)}")
     return resized.astype(np.float32), factors
+
+
+def _check_scale(scale) -> None:
+    if not _validation.is_number(scale) or not 0 < scale < math.inf:
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
 
 
 def _unscale(ranks, locations, shape, factors):
@@ -366,4 +496,10 @@ def _finalize(ranks, scores, locations, saturated, min_area):
     return label, details
 
 
-__all__ = ["SaturationWarning", "model_channels", "predict_instances"]
+__all__ = [
+    "SaturationWarning",
+    "check_options",
+    "model_channels",
+    "predict_instances",
+    "select_channels",
+]

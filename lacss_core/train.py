@@ -9,9 +9,13 @@ a run resumed from the checkpoint at step ``t0`` sees exactly the batches an uni
 
 Checkpoint folder layout (``checkpoint_dir``)::
 
-    state.json           {"step", "checkpoint" (file name), "best", "history"}
+    state.json           {"step", "checkpoint" (file name), "best", "history", "run"}
     ckpt-00000100.keras  the model (weights + optimizer state) after step 100 (the last one only)
     best.keras           the model with the highest validation AP50 so far
+    .lacss.lock          while a run trains here: who (pid, host, start time)
+
+``run`` records what the run is (model config, optimizer, seed, data; ``lacss_core._run_record``);
+only a call with the same record resumes (``train(resume=...)``).
 
 Every file is written to a temporary name in the same folder and moved into place with
 ``os.replace`` (atomic on POSIX and Windows), and ``state.json`` is replaced only after the
@@ -32,6 +36,9 @@ import keras
 import numpy as np
 
 from lacss_core import _validation
+from lacss_core._atomic import atomic_open, atomic_path, remove_stale_temporaries
+from lacss_core._lock import FolderLock
+from lacss_core._run_record import differences, run_record
 
 #: Default Adam learning rate. The paper does not state one; 1e-3 (Adam's usual default) trains
 #: the tiny preset on synthetic cells in a few hundred steps, see docs/results.md.
@@ -40,7 +47,11 @@ DEFAULT_LEARNING_RATE = 1e-3
 STATE_FILE = "state.json"
 BEST_FILE = "best.keras"
 _CHECKPOINT_PREFIX = "ckpt-"
-_TMP_PREFIX = ".tmp-"
+RESUME_MODES = ("auto", "always", "never")
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint folder holds a different run than the one asked for."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,21 +105,14 @@ class StepBatches(keras.utils.PyDataset):
 
 def _write_json_atomic(path: str, obj) -> None:
     """Write ``obj`` as JSON to ``path`` via a temporary file in the same folder + os.replace."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, _TMP_PREFIX + name)
-    with open(tmp, "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
-def _save_model_atomic(model: keras.Model, path: str) -> None:
-    """``model.save(path)`` through a temporary ``.keras`` file in the same folder."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, _TMP_PREFIX + name)  # still ends in .keras, as model.save requires
-    model.save(tmp)
-    os.replace(tmp, path)
+def save_model(model: keras.Model, path) -> None:
+    """``model.save(path)`` through a temporary ``.keras`` file in the same folder (atomic)."""
+    with atomic_path(path) as tmp:  # the name still ends in .keras, as model.save requires
+        model.save(tmp)
 
 
 def checkpoint_name(step: int) -> str:
@@ -117,20 +121,43 @@ def checkpoint_name(step: int) -> str:
 
 
 def load_state(checkpoint_dir: str) -> dict | None:
-    """The resume state of ``checkpoint_dir`` (see the module docstring), or None if it has none."""
+    """The resume state of ``checkpoint_dir`` (see the module docstring), or None if it has none.
+
+    Raises:
+        ValueError: ``state.json`` is unreadable, not valid JSON or lacks its keys, naming it.
+    """
     path = os.path.join(checkpoint_dir, STATE_FILE)
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(
+            f"checkpoint state {path} is corrupt or truncated ({e}); delete {checkpoint_dir} or "
+            "start afresh with resume='never' (lacss train --overwrite)"
+        ) from e
+    missing = [k for k in ("step", "checkpoint", "best", "history") if k not in state]
+    if not isinstance(state, dict) or missing:
+        raise ValueError(f"checkpoint state {path} is not a lacss state file (lacks {missing})")
+    return state
 
 
 def _remove_stale_files(checkpoint_dir: str, keep: str | None) -> None:
-    """Delete temporary files and every checkpoint except ``keep`` (the one the state names)."""
+    """Delete every checkpoint except ``keep`` (the one the state names) and the temporary files
+    of dead processes (the folder is locked, so no other live run writes here)."""
     for name in os.listdir(checkpoint_dir):
-        stale_checkpoint = name.startswith(_CHECKPOINT_PREFIX) and name != keep
-        if name.startswith(_TMP_PREFIX) or stale_checkpoint:
+        if name.startswith(_CHECKPOINT_PREFIX) and name != keep:
             os.remove(os.path.join(checkpoint_dir, name))
+    remove_stale_temporaries(checkpoint_dir)
+
+
+def _clear_checkpoints(checkpoint_dir: str) -> None:
+    """Delete what an earlier run left in ``checkpoint_dir`` (resume="never")."""
+    for name in os.listdir(checkpoint_dir):
+        if name.startswith(_CHECKPOINT_PREFIX) or name in (STATE_FILE, BEST_FILE):
+            os.remove(os.path.join(checkpoint_dir, name))
+    remove_stale_temporaries(checkpoint_dir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,6 +236,7 @@ class _TrainingMonitor(keras.callbacks.Callback):
         self.validate_every = validate_every
         self.print_every = print_every
         self.out = out
+        self.run = state["run"]
         self._clock = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -239,12 +267,13 @@ class _TrainingMonitor(keras.callbacks.Callback):
         if scores["ap50"] > self.best.get("ap50", -math.inf):
             self.best.update(step=done, ap50=float(scores["ap50"]))
             if self.checkpoint_dir:
-                _save_model_atomic(self.model, os.path.join(self.checkpoint_dir, BEST_FILE))
+                save_model(self.model, os.path.join(self.checkpoint_dir, BEST_FILE))
 
     def _checkpoint(self, done):
         name = checkpoint_name(done)
-        _save_model_atomic(self.model, os.path.join(self.checkpoint_dir, name))
+        save_model(self.model, os.path.join(self.checkpoint_dir, name))
         state = {"step": done, "checkpoint": name, "best": self.best, "history": self.history}
+        state["run"] = self.run
         _write_json_atomic(os.path.join(self.checkpoint_dir, STATE_FILE), state)
         _remove_stale_files(self.checkpoint_dir, keep=name)
 
@@ -277,6 +306,8 @@ def train(
     validation_data: Sequence | None = None,
     validate_every: int = 500,
     seed: int | None = None,
+    resume: str = "auto",
+    run_info: dict | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 1,
 ) -> dict[str, list]:
@@ -300,15 +331,28 @@ def train(
         learning_rate: Adam learning rate, used when ``optimizer`` is None.
         optimizer: a Keras optimizer to use instead of ``Adam(learning_rate)``.
         checkpoint_dir: folder for checkpoints, ``state.json`` and ``best.keras`` (created if
-            missing). If it holds a state from an earlier run, training resumes from its last
+            missing; removed again if the run fails before its first checkpoint). It is locked
+            for the run (``.lacss.lock`` names the holder), so two runs cannot share it. If it
+            holds a state from the same run (see ``resume``), training resumes from its last
             checkpoint (weights and optimizer state) with the same schedule.
         checkpoint_every: steps between checkpoints; the last step is always checkpointed.
         validation_data: held-out ``(image, label)`` pairs (see ``evaluate_ap``), or None.
         validate_every: steps between validations; the last step is always validated.
         seed: if given, ``keras.utils.set_random_seed(seed)`` is called first (Python, NumPy and
-            backend RNGs), which also fixes the initial weights of a model not yet built; the
-            data's own seed fixes the batches. Random state kept in the model (Keras
-            ``SeedGenerator`` variables) is checkpointed; the global RNGs are not.
+            backend RNGs); the data's own seed fixes the batches. This fixes the initial weights
+            only of a model whose variables do not exist yet: for the same model bit for bit,
+            call ``keras.utils.set_random_seed(seed)`` before constructing it (as ``lacss train``
+            does). Random state kept in the model (Keras ``SeedGenerator`` variables) is
+            checkpointed; the global RNGs are not.
+        resume: what to do with a checkpoint folder that holds a state. Each checkpoint records
+            the run (the model's config, the optimizer, ``seed``, the data's settings and a hash
+            of its samples, ``run_info``; not ``steps`` or the intervals, so raising ``steps``
+            continues a run). ``"auto"``: resume when the record matches, else raise
+            ``CheckpointMismatchError`` listing what differs. ``"always"``: resume even if the
+            data, seed, optimizer or ``run_info`` changed (with a warning); never a different
+            model. ``"never"``: delete the folder's checkpoints and start afresh.
+        run_info: extra JSON-able facts that must match for a resume (e.g. command-line
+            options).
         callbacks: extra Keras callbacks; their "epochs" are steps.
         verbose: 0 silent; 1 prints a progress line about 20 times per run.
 
@@ -320,15 +364,59 @@ def train(
 
     Raises:
         ValueError: a non-positive ``steps``, ``checkpoint_every``, ``validate_every`` or
-            ``learning_rate``, or a checkpoint state past ``steps``.
+            ``learning_rate``, a ``checkpoint_dir`` that is a file, a corrupt ``state.json`` or
+            checkpoint (naming it), or a checkpoint state past ``steps``.
+        CheckpointMismatchError: (a ``ValueError``) the folder holds a different run.
+        lacss_core._lock.FolderLockedError: another live run uses ``checkpoint_dir``.
     """
     _check_positive(steps=steps, checkpoint_every=checkpoint_every, validate_every=validate_every)
     if optimizer is None and not learning_rate > 0:
         raise ValueError(f"learning_rate: must be > 0, got {learning_rate}")
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+    if checkpoint_dir is not None and os.path.exists(checkpoint_dir):
+        if not os.path.isdir(checkpoint_dir):
+            raise ValueError(f"checkpoint_dir {checkpoint_dir} exists and is not a folder")
     if seed is not None:
         keras.utils.set_random_seed(seed)
     model.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate))
-    state = _resume(model, train_data, checkpoint_dir, steps)
+    record = run_record(model, model.optimizer, train_data, seed, run_info)
+    run = dict(
+        model=model,
+        train_data=train_data,
+        steps=steps,
+        checkpoint_every=checkpoint_every,
+        validation_data=validation_data,
+        validate_every=validate_every,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    if checkpoint_dir is None:
+        return _fit(state=_fresh_state(record), checkpoint_dir=None, **run)
+    created = not os.path.isdir(checkpoint_dir)
+    try:
+        with FolderLock(checkpoint_dir, purpose="lacss training"):
+            state = _resume(model, train_data, checkpoint_dir, steps, record, resume, verbose)
+            return _fit(state=state, checkpoint_dir=checkpoint_dir, **run)
+    finally:
+        if created and os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
+            os.rmdir(checkpoint_dir)  # a run that failed before its first checkpoint
+
+
+def _fit(
+    *,
+    model,
+    train_data,
+    steps,
+    state,
+    checkpoint_dir,
+    checkpoint_every,
+    validation_data,
+    validate_every,
+    callbacks,
+    verbose,
+):
+    """Run ``model.fit`` from ``state["step"]`` to ``steps``; returns the whole history."""
     validate = None
     if validation_data is not None:
         validate = lambda m: evaluate_ap(m, validation_data)  # noqa: E731
@@ -360,27 +448,72 @@ def _check_positive(**values: int) -> None:
         _validation.positive_int(value, name)
 
 
-def _resume(model: keras.Model, train_data, checkpoint_dir: str | None, steps: int) -> dict:
-    """Load the last checkpoint of ``checkpoint_dir`` into ``model``; return the run state.
+def _fresh_state(record: dict) -> dict:
+    return {"step": 0, "best": {}, "history": {}, "run": record}
 
-    The state is ``{"step": 0, "best": {}, "history": {}}`` for a fresh run.
-    """
-    fresh = {"step": 0, "best": {}, "history": {}}
-    if checkpoint_dir is None:
-        return fresh
-    os.makedirs(checkpoint_dir, exist_ok=True)
+
+def _resume(model, train_data, checkpoint_dir, steps, record, resume, verbose) -> dict:
+    """Load the last checkpoint of ``checkpoint_dir`` into ``model`` if it belongs to this run
+    (see ``train``'s ``resume``); return the run state (step 0 and empty history when fresh)."""
     state = load_state(checkpoint_dir)
+    if state is not None and resume == "never":
+        _clear_checkpoints(checkpoint_dir)
+        state = None
     _remove_stale_files(checkpoint_dir, keep=state and state["checkpoint"])
     if state is None:
-        return fresh
+        return _fresh_state(record)
+    _check_same_run(state, record, checkpoint_dir, resume, verbose)
     if state["step"] > steps:
         raise ValueError(
             f"steps: the checkpoint in {checkpoint_dir!r} is at step {state['step']}, past "
-            f"steps={steps}; raise steps or use an empty checkpoint_dir"
+            f"steps={steps}; raise steps, or start afresh with resume='never' "
+            "(lacss train --overwrite)"
         )
     _build_for_loading(model, train_data)
-    model.load_weights(os.path.join(checkpoint_dir, state["checkpoint"]))
+    path = os.path.join(checkpoint_dir, state["checkpoint"])
+    try:
+        model.load_weights(path)
+    except Exception as e:  # Keras raises many types for a damaged archive
+        from lacss_core._model_file import keras_file_problem
+
+        problem = keras_file_problem(path) or f"its weights do not fit this model ({e})"
+        raise ValueError(
+            f"checkpoint {path} cannot be loaded: {problem}. Start afresh with resume='never' "
+            "(lacss train --overwrite)"
+        ) from e
+    state["run"] = record  # the checkpoints this run writes describe it
     return state
+
+
+def _check_same_run(state, record, checkpoint_dir, resume, verbose) -> None:
+    """Refuse to resume a different run unless ``resume="always"`` (never a different model)."""
+    stored = state.get("run")
+    if stored is None:
+        changes = ["it records no run settings (written by an older lacss-core)"]
+    else:
+        changes = differences(stored, record)
+    if not changes:
+        return
+    other_model = any(c.startswith("model.") for c in changes)
+    if resume == "always" and not other_model:
+        if verbose:
+            print(
+                f"warning: resuming {checkpoint_dir} at step {state['step']} although the run "
+                f"changed: {'; '.join(changes[:6])}",
+                file=sys.stderr,
+            )
+        return
+    listed = "; ".join(changes[:6]) + ("; ..." if len(changes) > 6 else "")
+    how = (
+        "A checkpoint of a different model cannot be resumed: start afresh"
+        if other_model
+        else "Resume it anyway with resume='always' (lacss train --resume), or start afresh"
+    )
+    raise CheckpointMismatchError(
+        f"{checkpoint_dir} holds checkpoints of a different run (at step {state['step']}): "
+        f"{listed}. {how} with resume='never' (lacss train --overwrite, which deletes those "
+        "checkpoints), or use another checkpoint folder"
+    )
 
 
 def _build_for_loading(model: keras.Model, train_data) -> None:
@@ -427,7 +560,8 @@ def plot_history(history: dict[str, list], path: str, *, smooth: int | None = No
         axes[1].set(xlabel="step", ylabel="AP", ylim=(0, 1), title="validation")
         axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=os.path.splitext(path)[1][1:] or "png")
     plt.close(fig)
 
 
@@ -446,10 +580,13 @@ def _moving_average(values: Sequence[float], window: int) -> np.ndarray:
 
 __all__ = [
     "DEFAULT_LEARNING_RATE",
+    "RESUME_MODES",
+    "CheckpointMismatchError",
     "StepBatches",
     "checkpoint_name",
     "evaluate_ap",
     "load_state",
     "plot_history",
+    "save_model",
     "train",
 ]

@@ -16,6 +16,7 @@ import tifffile
 from lacss_core import cli
 
 OUTPUTS = ("_label.tif", "_overlay.png", "_cells.csv", "_coco.json", "_rois.zip")
+LOG = "lacss_predict.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +48,13 @@ def test_predict_writes_every_output_and_reports_the_corrupt_file(
     model_path, images, tmp_path, capsys
 ):
     out = tmp_path / "out"
-    status = cli.main(["predict", model_path, str(images), "-o", str(out), "--coco", "--rois"])
+    argv = ["predict", model_path, str(images), "-o", str(out), "--coco", "--rois"]
+    status = cli.main(argv + ["--channels", "grey"])
     assert status == 1
     err = capsys.readouterr().err
     assert "broken.tif" in err and "2 image(s) segmented" in err and "1 failed" in err
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        stem + suffix for stem in ("colour", "grey") for suffix in OUTPUTS
+        [stem + suffix for stem in ("colour", "grey") for suffix in OUTPUTS] + [LOG]
     )
     label = tifffile.imread(out / "grey_label.tif")
     assert label.shape == (64, 64) and label.max() > 0  # min_score 0: random weights give cells
@@ -94,7 +96,8 @@ def test_predict_keeps_existing_outputs_unless_overwrite(model_path, images, tmp
 def test_predict_globs_and_missing_paths(model_path, images, tmp_path, capsys):
     out = tmp_path / "out"
     pattern = str(images / "*.png")
-    status = cli.main(["predict", model_path, pattern, str(tmp_path / "nope.tif"), "-o", str(out)])
+    argv = ["predict", model_path, pattern, str(tmp_path / "nope.tif"), "-o", str(out)]
+    status = cli.main(argv + ["--channels", "grey"])
     assert status == 1
     assert "nope.tif: no such file or folder" in capsys.readouterr().err
     assert (out / "colour_label.tif").exists() and not (out / "grey_label.tif").exists()

@@ -1,6 +1,7 @@
 """`lacss train` and `lacss demo` end to end, at toy sizes."""
 
 import csv
+import json
 
 import keras
 import numpy as np
@@ -28,10 +29,10 @@ TOY = [
 ]
 
 
-def _write_samples(folder, weak: bool):
+def _write_samples(folder, weak: bool, first_seed=0):
     folder.mkdir()
     for i in range(2):
-        sample = synthetic_cells(seed=i, size=(64, 64), n_cells=4, radius=(5.0, 7.0))
+        sample = synthetic_cells(seed=first_seed + i, size=(64, 64), n_cells=4, radius=(5.0, 7.0))
         tifffile.imwrite(folder / f"img{i}.tif", sample.image[..., 0])
         if not weak:
             tifffile.imwrite(folder / f"img{i}_masks.tif", sample.label.astype(np.uint16))
@@ -106,3 +107,115 @@ def test_train_data_parallel(tmp_path, capsys):
     finally:
         keras.distribution.set_distribution(None)  # data_parallel() is process-wide
     assert (tmp_path / "dp.keras").is_file()
+
+
+# ---------------------------------------------------------------------------- issue 14 cases
+def _history(out):
+    state = json.loads((out.parent / f"{out.stem}_checkpoints" / "state.json").read_text())
+    return state["history"]
+
+
+def test_the_same_seed_gives_the_same_model_bit_for_bit(tmp_path):
+    data = _write_samples(tmp_path / "train", weak=False)
+    outs = [tmp_path / f"{name}.keras" for name in ("a", "b", "c")]
+    for out, seed in zip(outs, ("0", "0", "1"), strict=True):
+        assert cli.main(["train", str(data), "-o", str(out), *TOY, "--seed", seed]) == 0
+    a, b, c = (keras.saving.load_model(out) for out in outs)
+    for wa, wb in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb), err_msg=wa.path
+        )
+    assert _history(outs[0]) == _history(outs[1])  # the loss trajectory, exactly
+    assert _history(outs[0])["loss"] != _history(outs[2])["loss"]
+    assert any(
+        not np.array_equal(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wc))
+        for wa, wc in zip(a.weights, c.weights, strict=True)
+    )
+
+
+def test_training_again_with_other_data_or_settings_is_refused(tmp_path, capsys):
+    data = _write_samples(tmp_path / "train", weak=False)
+    other = _write_samples(tmp_path / "other", weak=False, first_seed=10)
+    out = tmp_path / "m.keras"
+    assert cli.main(["train", str(data), "-o", str(out), *TOY]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+
+    assert cli.main(["train", str(other), "-o", str(out), *TOY]) == 2
+    err = capsys.readouterr().err
+    assert "holds checkpoints of a different run (at step 2): data.samples" in err
+    assert "--resume" in err and "--overwrite" in err
+    assert out.read_bytes() == before
+
+    bigger_crop = [*TOY[: TOY.index("--crop-size")], "--crop-size", "24", *TOY[-2:]]
+    for extra in ([], ["--resume"]):
+        assert cli.main(["train", str(data), "-o", str(out), *bigger_crop, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "model.config.crop_size: 16 -> 24" in err and "different model" in err
+    assert out.read_bytes() == before
+
+    more_steps = ["--steps", "3", *TOY[2:]]
+    assert cli.main(["train", str(other), "-o", str(out), *more_steps, "--resume"]) == 0
+    assert "warning: resuming" in capsys.readouterr().err
+    assert _history(out)["step"] == [1, 2, 3]
+    assert cli.main(["train", str(other), "-o", str(out), *TOY, "--overwrite"]) == 0
+    assert _history(out)["step"] == [1, 2]
+
+
+def test_damaged_checkpoint_files_are_named(tmp_path, capsys):
+    data = _write_samples(tmp_path / "train", weak=False)
+    out = tmp_path / "m.keras"
+    argv = ["train", str(data), "-o", str(out), *TOY]
+    assert cli.main(argv) == 0
+    folder = tmp_path / "m_checkpoints"
+    state = (folder / "state.json").read_text()
+    (folder / "state.json").write_text(state[:100])
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint state {folder / 'state.json'} is corrupt or truncated" in err
+    assert "Traceback" not in err
+    (folder / "state.json").write_text(state)
+    checkpoint = folder / "ckpt-00000002.keras"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {checkpoint} cannot be loaded" in err and "not a complete zip" in err
+    assert "--overwrite" in err
+
+
+def test_train_usage_errors_come_before_any_work(tmp_path, capsys, monkeypatch):
+    data = _write_samples(tmp_path / "train", weak=False)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data was loaded before the usage error was reported")
+
+    out = str(tmp_path / "m.keras")
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "old.keras").write_text("an earlier model")
+    cases = [
+        (["-o", out, "--checkpoint-dir", str(tmp_path / "a_file")], "exists and is not a folder"),
+        (["-o", str(tmp_path / "old.keras")], "use --overwrite to replace it"),
+        (["-o", out, "--steps", "0"], "--steps must be >= 1"),
+        (["-o", out, "--init", str(tmp_path / "none.keras")], "no such model file"),
+        (["-o", str(tmp_path / "a_file" / "m.keras")], "cannot write into"),
+    ]
+    with monkeypatch.context() as patch:
+        patch.setattr("lacss_core.data.load_labelled_folder", no_loading)
+        for extra, message in cases:
+            assert cli.main(["train", str(data), *extra]) == 2
+            err = capsys.readouterr().err
+            assert message in err and "Traceback" not in err, (extra, err)
+    assert cli.main(["train", str(data), "-o", out, *TOY, "--batch-size", "3"]) == 2
+    assert "lower --batch-size" in capsys.readouterr().err
+
+
+def test_a_failed_run_leaves_no_empty_checkpoint_folder(tmp_path, capsys):
+    data = _write_samples(tmp_path / "train", weak=False)
+    out = tmp_path / "m.keras"
+    few = [*TOY, "--max-instances", "1"]  # 4 cells per image: the first batch fails
+    assert cli.main(["train", str(data), "-o", str(out), *few]) == 2
+    err = capsys.readouterr().err
+    assert "--max-instances" in err and "--subsample" in err and "subsample=True" in err
+    assert not (tmp_path / "m_checkpoints").exists() and not out.exists()
+    assert cli.main(["train", str(data), "-o", str(out), *few, "--subsample"]) == 0

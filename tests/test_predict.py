@@ -225,7 +225,7 @@ def test_tiny_model_whole_and_tiled(tiny):
         (np.zeros(5), {}, "image must be"),
         (np.zeros((2, 3, 4, 5, 6)), {}, "image must be"),
         (np.zeros((0, 8)), {}, "image is empty"),
-        (np.zeros((8, 8, 3)), {}, "3 channel"),
+        (np.arange(8 * 8 * 3.0).reshape(8, 8, 3), {}, "3 channel.*channels='grey'"),
         (np.full((8, 8), np.nan), {}, "non-finite"),
         (np.full((8, 8), np.nan), {"normalize": None}, "non-finite"),
         (np.array([["a"]]), {}, "real numeric"),
@@ -246,4 +246,4 @@ def test_bad_input_names_the_problem(model, image, kwargs, message):
 
 def test_wrong_channels_for_the_real_model(tiny):
     with pytest.raises(ValueError, match="model expects 1"):
-        predict_instances(tiny, np.zeros((32, 32, 2), np.float32))
+        predict_instances(tiny, np.arange(32 * 32 * 2, dtype=np.float32).reshape(32, 32, 2))

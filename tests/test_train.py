@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+from lacss_core._atomic import TMP_PREFIX
 from lacss_core.data import LacssDataset, SyntheticCells
 from lacss_core.metrics import coco_mask_ap
 from lacss_core.models import Lacss
@@ -18,6 +19,7 @@ from lacss_core.predict import predict_instances
 from lacss_core.train import (
     BEST_FILE,
     STATE_FILE,
+    CheckpointMismatchError,
     StepBatches,
     checkpoint_name,
     evaluate_ap,
@@ -166,10 +168,55 @@ def test_a_finished_run_is_not_trained_again_and_a_shorter_one_is_refused(tmp_pa
 def test_leftover_temporary_files_of_a_crash_are_removed_on_resume(tmp_path):
     folder = tmp_path / "ckpt"
     train(tiny_model(), batches(), steps=2, checkpoint_dir=str(folder), verbose=0)
-    (folder / ".tmp-ckpt-00000004.keras").write_bytes(b"half written")
+    # a temporary file of a writer that died (pid 0 never names a live process)
+    (folder / f"{TMP_PREFIX}0-dead-ckpt-00000004.keras").write_bytes(b"half written")
     (folder / checkpoint_name(1)).write_bytes(b"older checkpoint the state does not name")
     train(tiny_model(), batches(), steps=4, checkpoint_dir=str(folder), verbose=0)
     assert sorted(os.listdir(folder)) == sorted([STATE_FILE, checkpoint_name(4)])
+
+
+def test_the_same_seed_gives_identical_weights_and_losses():
+    def run():
+        keras.utils.set_random_seed(7)  # before the model exists: it fixes the initial weights
+        model = Lacss.from_preset("lacss_tiny", **SMALL_MODEL)
+        return model, train(model, batches(), steps=3, seed=7, verbose=0)
+
+    (first, first_history), (second, second_history) = run(), run()
+    assert first_history == second_history
+    assert_same_weights(first, second, atol=0)
+
+
+def test_only_the_same_run_resumes(tmp_path):
+    folder = str(tmp_path / "ckpt")
+    train(tiny_model(), batches(), steps=2, checkpoint_dir=folder, verbose=0)
+    with pytest.raises(CheckpointMismatchError, match=r"data\.samples\.seed: 0 -> 1.*'always'"):
+        train(tiny_model(), batches(seed=1), steps=2, checkpoint_dir=folder, verbose=0)
+    with pytest.raises(CheckpointMismatchError, match=r"model\.config\.crop_size.*different model"):
+        train(tiny_model(crop_size=24), batches(), steps=2, checkpoint_dir=folder, resume="always")
+    with pytest.raises(CheckpointMismatchError, match="optimizer.config.learning_rate"):
+        train(tiny_model(), batches(), steps=2, checkpoint_dir=folder, learning_rate=0.1)
+    with pytest.raises(CheckpointMismatchError, match="run_info.note"):
+        train(tiny_model(), batches(), steps=2, checkpoint_dir=folder, run_info={"note": "x"})
+    history = train(
+        tiny_model(), batches(seed=1), steps=3, checkpoint_dir=folder, resume="always", verbose=0
+    )
+    assert history["step"] == [1, 2, 3]
+    fresh = train(tiny_model(), batches(), steps=1, checkpoint_dir=folder, resume="never")
+    assert fresh["step"] == [1] and load_state(folder)["step"] == 1
+    with pytest.raises(ValueError, match="resume must be one of"):
+        train(tiny_model(), batches(), steps=1, checkpoint_dir=folder, resume="yes")
+
+
+def test_a_checkpoint_folder_in_use_is_refused_and_a_file_is_not_a_folder(tmp_path):
+    from lacss_core._lock import FolderLock, FolderLockedError
+
+    folder = tmp_path / "ckpt"
+    with FolderLock(folder, purpose="lacss training"):
+        with pytest.raises(FolderLockedError, match="in use by another run: lacss training"):
+            train(tiny_model(), batches(), steps=1, checkpoint_dir=str(folder), verbose=0)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        train(tiny_model(), batches(), steps=1, checkpoint_dir=str(tmp_path / "file"))
 
 
 @pytest.mark.parametrize(

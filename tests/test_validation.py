@@ -94,7 +94,8 @@ def test_production_code_does_not_import_the_oracle(package):
 
 
 def test_importing_the_model_leaves_the_oracle_unloaded():
-    code = "import sys, lacss_core.models, lacss_core.ops; print('lacss_core.oracle' in sys.modules)"
+    code = "import sys, lacss_core.models, lacss_core.ops; "
+    code += "print('lacss_core.oracle' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

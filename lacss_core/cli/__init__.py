@@ -37,11 +37,23 @@ def main(argv=None) -> int:
     if extra and not getattr(args, "pass_through", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    from lacss_core._lock import FolderLockedError
+
     try:
         return args.run(args)
     except ValueError as error:  # bad input, named by the library: a message, not a traceback
         print(f"lacss {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except FolderLockedError as error:  # another run writes there: nothing was touched
+        print(f"lacss {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # every file is atomic: nothing half-written is left
+        print(
+            f"lacss {args.command}: interrupted; files written so far are complete. Run the same "
+            "command again to go on",
+            file=sys.stderr,
+        )
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:

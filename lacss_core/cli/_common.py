@@ -16,6 +16,8 @@ OUTPUT_SUFFIXES = {
     "coco": "_coco.json",
     "rois": "_rois.zip",
 }
+# The overlay of a stack segmented per plane (`--stack-mode per-plane`): an RGB TIFF stack.
+STACK_OVERLAY_SUFFIX = "_overlay.tif"
 # Trailing parts of a label file's stem that `lacss evaluate` drops to pair it with its partner.
 LABEL_STEM_SUFFIXES = ("_cp_masks", "_masks", "_mask", "_labels", "_label")
 

@@ -12,6 +12,7 @@ from lacss_core.cli._common import (
     LABEL_EXTENSIONS,
     LABEL_STEM_SUFFIXES,
     OUTPUT_SUFFIXES,
+    STACK_OVERLAY_SUFFIX,
     expand_inputs,
 )
 
@@ -35,8 +36,9 @@ def add_evaluate_parser(subparsers) -> None:
         "-o",
         "--output",
         default="evaluation.json",
-        help="JSON file for the metrics (default: %(default)s)",
+        help="JSON file for the metrics (its folder is created; default: %(default)s)",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT file")
     p.add_argument(
         "--iou",
         type=float,
@@ -84,7 +86,7 @@ def read_label_image(path: Path) -> np.ndarray:
 
 def _pair_files(pred_arg, gt_arg) -> tuple[list, list[str]]:
     """``[(key, pred_path, gt_path)]`` sorted by key, and messages for the unpaired or bad."""
-    overlays = (OUTPUT_SUFFIXES["overlay"],)
+    overlays = (OUTPUT_SUFFIXES["overlay"], STACK_OVERLAY_SUFFIX)
     pred_files, failures = expand_inputs([pred_arg], LABEL_EXTENSIONS, skip=overlays)
     gt_files, gt_failures = expand_inputs([gt_arg], LABEL_EXTENSIONS, skip=overlays)
     failures += gt_failures
@@ -96,12 +98,30 @@ def _pair_files(pred_arg, gt_arg) -> tuple[list, list[str]]:
     return [(k, preds[k], gts[k]) for k in sorted(set(preds) & set(gts))], failures
 
 
+def check_output(path: Path, overwrite: bool) -> None:
+    """Before any work: OUTPUT may be replaced (``--overwrite``) and its folder is writable."""
+    import tempfile
+
+    if path.is_dir():
+        raise ValueError(f"-o {path} is a folder; name a .json file")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} exists; use --overwrite to replace it, or another -o")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise ValueError(f"-o {path}: cannot write into {folder}: {e.strerror or e}") from e
+
+
 def run_evaluate(args) -> int:
     from lacss_core import export
+    from lacss_core._atomic import atomic_open
 
     if not 0 < args.iou <= 1:
-        print(f"error: --iou must be in (0, 1], got {args.iou}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--iou must be in (0, 1], got {args.iou}")
+    output = Path(args.output)
+    check_output(output, args.overwrite)
     pairs, failures = _pair_files(args.pred, args.gt)
     rows, preds, gts, scores = [], [], [], []
     for key, pred_path, gt_path in pairs:
@@ -123,7 +143,7 @@ def run_evaluate(args) -> int:
         return 1
     overall = _metrics_row("all", preds, gts, scores, args.iou)
     print(format_table(rows + [overall], args.iou))
-    with open(args.output, "w") as f:
+    with atomic_open(output, "w") as f:
         json.dump({"iou_threshold": args.iou, "images": rows, "all": overall}, f, indent=1)
     print(f"metrics written to {args.output}")
     return 1 if failures else 0

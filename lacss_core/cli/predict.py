@@ -1,12 +1,37 @@
-"""``lacss predict``: segment image files with a saved model."""
+"""``lacss predict``: segment image files with a saved model.
+
+What keeps a folder of results trustworthy:
+
+* Options are checked once, against the model, before any image is read (exit 2).
+* The output folder is locked for the run (``OUT/.lacss.lock`` names the holder), so two runs
+  cannot mix their files, and an unwritable folder is found before any work.
+* Every file is written atomically (``lacss_core._atomic``), so an interrupted run leaves no
+  truncated file, and an image counts as done only when all its requested outputs were written
+  and logged in ``OUT/lacss_predict.jsonl``: a rerun of the same command finishes what an
+  interrupted one left partial.
+* The log also records the model and options that made each image's outputs; adding results of
+  other settings to the folder needs ``--overwrite`` (else the folder would mix two models).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from pathlib import Path
 
 import numpy as np
 
-from lacss_core.cli._common import IMAGE_EXTENSIONS, OUTPUT_SUFFIXES, expand_inputs, report
+from lacss_core.cli._common import (
+    IMAGE_EXTENSIONS,
+    OUTPUT_SUFFIXES,
+    STACK_OVERLAY_SUFFIX,
+    expand_inputs,
+    report,
+)
+
+STACK_MODES = ("error", "per-plane", "channels")
+LOG_NAME = "lacss_predict.jsonl"
 
 
 def add_predict_parser(subparsers) -> None:
@@ -18,11 +43,16 @@ def add_predict_parser(subparsers) -> None:
         "STEM_overlay.png (cell outlines on the image), STEM_cells.csv (label, score, y, x, area, "
         "bbox_y0, bbox_x0, bbox_y1, bbox_x1, in_saturated_tile; pixels, bbox end exclusive) and, "
         "on request, STEM_coco.json and STEM_rois.zip. An unreadable file is reported and "
-        "skipped; the exit status is 1 if any input failed. Large images are tiled "
-        "automatically; a tile that holds as many cells as the model can return is split, and "
-        "one still full at the smallest tile size is reported as saturated (cells may be "
-        "missing there): on stderr, in the CSV's in_saturated_tile column and in the COCO "
-        "json's info.saturated_tiles.",
+        "skipped; the exit status is 1 if any input failed, 2 for a usage error (nothing is "
+        "done). Large images are tiled automatically; a tile that holds as many cells as the "
+        "model can return is split, and one still full at the smallest tile size is reported as "
+        "saturated (cells may be missing there): on stderr, in the CSV's in_saturated_tile "
+        "column and in the COCO json's info.saturated_tiles. Files are written atomically and "
+        "the folder is locked while "
+        "a run writes into it; a rerun skips images whose outputs are complete and finishes the "
+        "others. Z-stacks and time series (from the file's axes metadata) are refused unless "
+        "you pick a plane (--plane) or segment every plane (--stack-mode per-plane: a label "
+        "stack, an overlay TIFF stack and one table with a plane column).",
         epilog="example: lacss predict model.keras images/ extra/*.tif -o results/",
     )
     p.add_argument(
@@ -40,7 +70,9 @@ def add_predict_parser(subparsers) -> None:
         "this command's own outputs are left out) or quoted glob patterns",
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created)")
-    p.add_argument("--min-score", type=float, help="proposal score threshold (default: model's)")
+    p.add_argument(
+        "--min-score", type=float, help="proposal score threshold in [0, 1] (default: model's)"
+    )
     p.add_argument(
         "--nms-distance", type=float, help="min distance in pixels between cells (model's)"
     )
@@ -48,7 +80,7 @@ def add_predict_parser(subparsers) -> None:
         "--threshold",
         type=float,
         default=0.5,
-        help="segmentation probability threshold (default: %(default)s)",
+        help="segmentation probability threshold in [0, 1) (default: %(default)s)",
     )
     p.add_argument(
         "--min-area", type=int, default=0, help="drop cells with fewer pixels (default: 0)"
@@ -65,6 +97,24 @@ def add_predict_parser(subparsers) -> None:
         choices=("range", "standard", "none"),
         default="range",
         help="per-image intensity normalisation, as used in training (default: %(default)s)",
+    )
+    p.add_argument(
+        "--channels",
+        help="which image channels feed the model: comma-separated indices (e.g. 1 for green, "
+        "0,0,0 to repeat grey for a 3-channel model) or 'grey' (their mean). Default: the "
+        "image must have the model's channel count (identical channels count as grey)",
+    )
+    p.add_argument(
+        "--plane",
+        type=int,
+        help="segment only this plane of a stack (0-based, in the file's order)",
+    )
+    p.add_argument(
+        "--stack-mode",
+        choices=STACK_MODES,
+        default="error",
+        help="a z-stack / time series / multi-page TIFF: 'error' (refuse, default), "
+        "'per-plane' (segment every plane, write stacks), 'channels' (its planes are channels)",
     )
     p.add_argument(
         "--tile-size",
@@ -88,78 +138,175 @@ def add_predict_parser(subparsers) -> None:
     p.add_argument(
         "--rois", action="store_true", help="also write STEM_rois.zip (ImageJ/Fiji ROI set)"
     )
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="segment every input again, replacing its outputs (and deleting outputs of kinds "
+        "not requested now), also when OUT holds results of another model or other options",
+    )
     p.set_defaults(run=run_predict)
 
 
+# ---------------------------------------------------------------------------- options
+def parse_channels(text: str | None):
+    """``--channels``: None, ``"grey"`` or a list of channel indices."""
+    if text is None:
+        return None
+    if text.strip().lower() in ("grey", "gray"):
+        return "grey"
+    try:
+        indices = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--channels must be 'grey' or comma-separated channel indices, got {text!r}"
+        ) from None
+    if any(i < 0 for i in indices):
+        raise ValueError(f"--channels indices must be >= 0, got {text!r}")
+    return indices
+
+
+def predict_options(args) -> dict:
+    """The keyword arguments of ``predict_instances`` that the command line sets."""
+    return dict(
+        min_score=args.min_score,
+        nms_distance=args.nms_distance,
+        segmentation_threshold=args.threshold,
+        min_area=args.min_area,
+        scale=args.scale,
+        normalize=None if args.normalize == "none" else args.normalize,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
+        max_output=args.max_output,
+        channels=parse_channels(args.channels),
+    )
+
+
+def _cli_message(error: ValueError) -> str:
+    """The library's option names, as the command line spells them."""
+    text = str(error)
+    for name, option in (
+        ("segmentation_threshold", "--threshold"),
+        ("min_score", "--min-score"),
+        ("nms_distance", "--nms-distance"),
+        ("min_area", "--min-area"),
+        ("tile_overlap", "--tile-overlap"),
+        ("tile_size", "--tile-size"),
+        ("max_output", "--max-output"),
+        ("scale", "--scale"),
+    ):
+        if text.startswith(name):
+            return option + text[len(name) :]
+    return text
+
+
+def check_predict_args(args, model) -> dict:
+    """Every usage error, once, before any image is read; returns ``predict_options``."""
+    from lacss_core.predict import check_options
+
+    if args.plane is not None and args.plane < 0:
+        raise ValueError(f"--plane must be >= 0, got {args.plane}")
+    if args.plane is not None and args.stack_mode != "error":
+        raise ValueError("--plane picks one plane; it cannot be combined with --stack-mode")
+    options = predict_options(args)
+    try:
+        check_options(model, **options)
+    except ValueError as e:
+        raise ValueError(_cli_message(e)) from None
+    return options
+
+
+def model_identity(name_or_path: str) -> dict:
+    """What the results depend on about the model: a preset name, or the file's SHA-256 (so a
+    moved or renamed model file is still the same model)."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        return {"preset": name_or_path}
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"sha256": digest.hexdigest()}
+
+
+# ---------------------------------------------------------------------------- the run
 def run_predict(args) -> int:
     from tqdm import tqdm
 
-    own_outputs = (OUTPUT_SUFFIXES["label"], OUTPUT_SUFFIXES["overlay"])
+    from lacss_core._atomic import remove_stale_temporaries
+    from lacss_core._lock import FolderLock
+
+    own_outputs = (OUTPUT_SUFFIXES["label"], OUTPUT_SUFFIXES["overlay"], STACK_OVERLAY_SUFFIX)
     files, failures = expand_inputs(args.inputs, IMAGE_EXTENSIONS, skip=own_outputs)
     for failure in failures:
         report(f"error: {failure}")
     if not files:
         report("error: no input images found")
         return 1
-    try:
-        model = load_model(args.model)
-    except ValueError as e:
-        report(f"error: {e}")
-        return 2
+    model = load_model(args.model)
+    options = check_predict_args(args, model)
     out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output folder {out_dir} exists and is not a folder")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(out_dir, purpose="lacss predict")
+        lock.acquire()
     except OSError as e:
-        report(f"error: cannot create the output folder {out_dir}: {e}")
-        return 2
-    kinds = [k for k in OUTPUT_SUFFIXES if k not in ("coco", "rois") or getattr(args, k)]
-    done, skipped, saturated, seen = 0, 0, 0, {}
-    for path in tqdm(files, desc="lacss predict", unit="image"):
-        targets = {k: out_dir / f"{path.stem}{OUTPUT_SUFFIXES[k]}" for k in kinds}
-        if path.stem in seen:
-            failures.append(f"{path}: same name as {seen[path.stem]}; its outputs would clash")
-            report(f"error: {failures[-1]}")
-            continue
-        seen[path.stem] = path
-        existing = [str(t) for t in targets.values() if t.exists()]
-        if existing and not args.overwrite:
-            report(f"skipped {path}: {existing[0]} exists (use --overwrite to replace)")
-            skipped += 1
-            continue
-        try:
-            saturated_tiles = segment_file(model, path, targets, args)
+        raise ValueError(f"cannot write into the output folder {out_dir}: {e}") from e
+    try:
+        remove_stale_temporaries(out_dir)
+        log = ResultLog(out_dir)
+        settings = {
+            "model": model_identity(args.model),
+            "options": options,
+            "plane": args.plane,
+            "stack_mode": args.stack_mode,
+        }
+        run_id = log.start(settings, overwrite=args.overwrite, model=args.model)
+        kinds = [k for k in OUTPUT_SUFFIXES if k not in ("coco", "rois") or getattr(args, k)]
+        done, skipped, saturated, seen = 0, 0, 0, {}
+        for path in tqdm(files, desc="lacss predict", unit="image"):
+            if path.stem in seen:
+                failures.append(f"{path}: same name as {seen[path.stem]}; its outputs would clash")
+                report(f"error: {failures[-1]}")
+                continue
+            seen[path.stem] = path
+            if not args.overwrite and log.complete(path.stem, run_id, kinds):
+                report(f"skipped {path}: its outputs exist (use --overwrite to replace them)")
+                skipped += 1
+                continue
+            try:
+                written, saturated_tiles = segment_file(model, path, out_dir, kinds, options, args)
+            except Exception as e:  # any reader or model error: report it, go on with the batch
+                failures.append(f"{path}: {e}")
+                report(f"error: {failures[-1]}")
+                continue
+            remove_other_outputs(out_dir, path.stem, keep=written)
+            log.record(path, run_id, kinds, written)
             done += 1
-        except Exception as e:  # any reader or model error: report it, go on with the batch
-            failures.append(f"{path}: {e}")
-            report(f"error: {failures[-1]}")
-            continue
-        if saturated_tiles:
-            saturated += 1
-            report(
-                f"warning: {path}: {saturated_tiles} tile(s) still held the model's full "
-                f"capacity ({args.max_output or model.max_output} cells) at the smallest tile "
-                "size, so cells may be missing there (in_saturated_tile = 1 in its CSV marks the "
-                "cells found in them); raise --max-output or check --min-score"
-            )
-    report(f"{done} image(s) segmented into {out_dir}, {skipped} skipped, {len(failures)} failed")
+            if saturated_tiles:
+                saturated += 1
+                report(
+                    f"warning: {path}: {saturated_tiles} tile(s) still held the model's full "
+                    f"capacity ({args.max_output or model.max_output} cells) at the smallest tile "
+                    "size, so cells may be missing there (in_saturated_tile = 1 in its CSV marks "
+                    "the cells found in them); raise --max-output or check --min-score"
+                )
+    finally:
+        lock.release()
     if saturated:
         report(f"warning: {saturated} image(s) had saturated tiles: cells may be missing")
+    report(f"{done} image(s) segmented into {out_dir}, {skipped} skipped, {len(failures)} failed")
     return 1 if failures else 0
 
 
 def load_model(name_or_path: str):
     """A ``Lacss`` model from a ``.keras`` file or, for a preset name, with random weights."""
+    from lacss_core._model_file import load_lacss_model
     from lacss_core.models import Lacss
 
     path = Path(name_or_path)
-    if path.is_file():
-        import keras
-
-        try:
-            return keras.saving.load_model(path)
-        except Exception as e:  # Keras raises many types for a bad archive
-            raise ValueError(f"cannot load model {path}: {e}") from e
+    if path.exists() or name_or_path.endswith(".keras"):
+        return load_lacss_model(path)
     if name_or_path in Lacss.presets():
         report(f"warning: {name_or_path} is an untrained preset: random weights, random output")
         return Lacss.from_preset(name_or_path)
@@ -167,49 +314,170 @@ def load_model(name_or_path: str):
     raise ValueError(f"model {name_or_path!r} is neither a .keras file nor a preset ({presets})")
 
 
-def model_image(image: np.ndarray, channels) -> np.ndarray:
-    """Fit a read ``(H, W, C)`` image to the model's channel count: colour to grey by the mean
-    of the first three channels, grey to colour by repetition; other mismatches are errors."""
-    have = image.shape[-1]
-    if channels is None or have == channels:
-        return image
-    if channels == 1 and have in (3, 4):
-        return image[..., :3].mean(axis=-1, keepdims=True)
-    if have == 1:
-        return np.repeat(image, channels, axis=-1)
-    raise ValueError(f"image has {have} channels but the model expects {channels}")
+# ---------------------------------------------------------------------------- one file
+def output_names(stem: str, kinds, stacked: bool) -> dict[str, str]:
+    """``{kind: file name}`` of an image's outputs."""
+    names = {k: f"{stem}{OUTPUT_SUFFIXES[k]}" for k in kinds}
+    if stacked and "overlay" in names:
+        names["overlay"] = f"{stem}{STACK_OVERLAY_SUFFIX}"
+    return names
 
 
-def segment_file(model, path: Path, targets: dict, args) -> int:
-    """Read, segment and write every requested output of one image file; returns the number of
-    saturated tiles (``details["saturated_tiles"]``; the caller reports them by file name)."""
+def remove_other_outputs(out_dir: Path, stem: str, keep) -> None:
+    """Delete outputs of ``stem`` that this run did not write (another kind, the 2-D / stack
+    variant of the overlay), so a folder never pairs new outputs with stale ones."""
+    suffixes = list(OUTPUT_SUFFIXES.values()) + [STACK_OVERLAY_SUFFIX]
+    for name in (f"{stem}{suffix}" for suffix in suffixes):
+        if name not in keep:
+            (out_dir / name).unlink(missing_ok=True)
+
+
+def _stack_message(path, planes) -> str:
+    return (
+        f"{path} is a stack, not one 2-D image: {planes.describe()}. Pick a plane with --plane N "
+        f"(0..{len(planes.images) - 1}), segment every plane with --stack-mode per-plane, or, if "
+        "that axis holds channels, use --stack-mode channels"
+    )
+
+
+def select_planes(path: Path, planes, args):
+    """The image(s) to segment: ``(images (P, H, W, C), stacked)`` by --plane / --stack-mode."""
+    count = len(planes.images)
+    if args.plane is not None:
+        if args.plane >= count:
+            raise ValueError(f"--plane {args.plane}: {path} has {count} plane(s)")
+        return planes.images[args.plane : args.plane + 1], False
+    if count == 1:
+        return planes.images, False
+    if args.stack_mode == "per-plane":
+        return planes.images, True
+    if args.stack_mode == "channels":
+        merged = np.moveaxis(planes.images, 0, -2)  # (H, W, P, C)
+        return merged.reshape(merged.shape[:2] + (-1,))[None], False
+    raise ValueError(_stack_message(path, planes))
+
+
+def segment_file(model, path: Path, out_dir: Path, kinds, options: dict, args):
+    """Read, segment and write every requested output of one image file.
+
+    Returns ``(names, saturated_tiles)``: the file names written, and the number of saturated
+    tiles over its planes (``details["saturated_tiles"]``; the caller reports them by file name).
+    """
     import warnings
 
     from lacss_core import export
-    from lacss_core.data.io import read_image
-    from lacss_core.predict import SaturationWarning, model_channels, predict_instances
+    from lacss_core.data.io import read_planes
+    from lacss_core.predict import SaturationWarning, predict_instances
 
-    image = read_image(path)
+    planes = read_planes(path)
+    images, stacked = select_planes(path, planes, args)
+    names = output_names(path.stem, kinds, stacked)
+    targets = {k: out_dir / name for k, name in names.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SaturationWarning)
-        label, details = predict_instances(
-            model,
-            model_image(image, model_channels(model)),
-            min_score=args.min_score,
-            nms_distance=args.nms_distance,
-            segmentation_threshold=args.threshold,
-            min_area=args.min_area,
-            scale=args.scale,
-            normalize=None if args.normalize == "none" else args.normalize,
-            tile_size=args.tile_size,
-            tile_overlap=args.tile_overlap,
-            max_output=args.max_output,
-        )
-    export.write_label_tiff(targets["label"], label)
-    export.write_overlay_png(targets["overlay"], image, label)
-    export.write_csv(targets["csv"], details)
+        results = [predict_instances(model, image, **options) for image in images]
+    labels = [label for label, _ in results]
+    details = [d for _, d in results]
+    if stacked:
+        stack = {"axes": planes.axes, "shape": planes.shape}
+        export.write_label_stack_tiff(targets["label"], np.stack(labels), **stack)
+        export.write_overlay_stack_tiff(targets["overlay"], images, labels, **stack)
+        export.write_stack_csv(targets["csv"], details)
+        if "coco" in targets:
+            export.write_stack_coco_json(targets["coco"], labels, details, file_name=path.name)
+        if "rois" in targets:
+            export.write_stack_imagej_rois(targets["rois"], labels)
+        return list(names.values()), sum(d["saturated_tiles"] for d in details)
+    export.write_label_tiff(targets["label"], labels[0])
+    export.write_overlay_png(targets["overlay"], images[0], labels[0])
+    export.write_csv(targets["csv"], details[0])
     if "coco" in targets:
-        export.write_coco_json(targets["coco"], label, details, file_name=path.name)
+        export.write_coco_json(targets["coco"], labels[0], details[0], file_name=path.name)
     if "rois" in targets:
-        export.write_imagej_rois(targets["rois"], label)
-    return details["saturated_tiles"]
+        export.write_imagej_rois(targets["rois"], labels[0])
+    return list(names.values()), details[0]["saturated_tiles"]
+
+
+# ---------------------------------------------------------------------------- the result log
+class ResultLog:
+    """``OUT/lacss_predict.jsonl``: which settings made which image's outputs.
+
+    One JSON object per line, appended and flushed: ``{"settings": ..., "id": ...}`` when a run
+    starts, ``{"image": STEM, "input": ..., "id": ..., "kinds": [...], "outputs": [...]}`` once all
+    of an image's outputs are written. A line cut short by a crash is ignored, so an image is
+    complete only if its line made it (and its files still exist). The folder lock makes this
+    process the only writer.
+    """
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / LOG_NAME
+        self.out_dir = out_dir
+        self.settings: dict[str, dict] = {}
+        self.images: dict[str, dict] = {}
+        if self.path.exists():
+            self._read()
+
+    def _read(self) -> None:
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash
+                if "settings" in entry:
+                    self.settings[entry["id"]] = entry["settings"]
+                elif "image" in entry:
+                    self.images[entry["image"]] = entry
+
+    def start(self, settings: dict, *, overwrite: bool, model: str = "") -> str:
+        """Log the run's settings (and, for people, the ``model`` argument); returns their id.
+        Without ``overwrite``, refuse a folder that holds outputs made with other settings."""
+        from lacss_core._run_record import differences
+
+        settings = json.loads(json.dumps(settings))
+        run_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        others = {e["id"] for e in self.images.values() if self._exists(e)} - {run_id}
+        if others and not overwrite:
+            other = self.settings.get(sorted(others)[0], {})
+            count = sum(1 for e in self.images.values() if e["id"] in others)
+            changes = "; ".join(differences(other, settings)[:4]) or "unknown settings"
+            raise ValueError(
+                f"{self.out_dir} holds results of {count} image(s) made with other settings "
+                f"({changes}); use --overwrite to add these results beside them and replace "
+                "those of the same images, or another output folder"
+            )
+        if run_id not in self.settings:
+            started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+            self._append({"settings": settings, "id": run_id, "model": model, "started": started})
+            self.settings[run_id] = settings
+        return run_id
+
+    def complete(self, stem: str, run_id: str, kinds) -> bool:
+        """All requested outputs of ``stem`` exist and were logged by a run with these settings;
+        outputs from before the log (no entry) count when all of their 2-D files exist."""
+        entry = self.images.get(stem)
+        if entry is None:
+            names = output_names(stem, kinds, stacked=False).values()
+            return all((self.out_dir / n).exists() for n in names)
+        return entry["id"] == run_id and set(kinds) <= set(entry["kinds"]) and self._exists(entry)
+
+    def _exists(self, entry) -> bool:
+        return all((self.out_dir / name).exists() for name in entry["outputs"])
+
+    def record(self, path: Path, run_id: str, kinds, outputs) -> None:
+        entry = {"image": path.stem, "input": str(path), "id": run_id}
+        entry.update(kinds=list(kinds), outputs=list(outputs))
+        self._append(entry)
+        self.images[path.stem] = entry
+
+    def _append(self, entry: dict) -> None:
+        import os
+
+        with open(self.path, "ab+") as f:
+            if f.seek(0, os.SEEK_END) > 0:  # end a line a crash cut short, so this one parses
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+            f.write(json.dumps(entry).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())

@@ -12,7 +12,10 @@ def add_train_parser(subparsers) -> None:
         description="Train LACSS. Fully supervised: DATA holds IMAGE.tif with IMAGE_masks.tif "
         "label images. Weakly supervised (--weak): DATA holds IMAGE.tif, IMAGE_points.csv (y,x "
         "per cell) and IMAGE_mask.tif (binary foreground). Writes the model (-o), checkpoints "
-        "(resumed if present) and a training-curve PNG beside the model.",
+        "and a training-curve PNG beside the model. Run again after an interruption and it "
+        "resumes exactly, but only if the data and settings are those the checkpoints recorded; "
+        "otherwise it stops and asks for --resume or --overwrite. The same --seed gives the same "
+        "model, bit for bit, on one machine and backend.",
         epilog="example: lacss train data/train -o cells.keras --steps 5000 --validation data/val",
     )
     p.add_argument("data", help="training folder")
@@ -47,7 +50,19 @@ def add_train_parser(subparsers) -> None:
         help="cells per training image (default: %(default)s)",
     )
     g.add_argument("--learning-rate", type=float, default=1e-3, help="default: %(default)s")
-    g.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the initial weights, the data order and the augmentation (default: "
+        "%(default)s)",
+    )
+    g.add_argument(
+        "--subsample",
+        action="store_true",
+        help="keep only the first --max-instances cells of an image that has more (default: stop "
+        "with an error)",
+    )
     g.add_argument(
         "--data-parallel",
         action="store_true",
@@ -60,6 +75,18 @@ def add_train_parser(subparsers) -> None:
     g.add_argument("--checkpoint-every", type=int, default=500, help="default: %(default)s")
     g.add_argument("--validation", help="folder of labelled images for validation AP50")
     g.add_argument("--validate-every", type=int, default=500, help="default: %(default)s")
+    how = g.add_mutually_exclusive_group()
+    how.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the checkpoints although the data or training settings changed (the "
+        "model must be the same)",
+    )
+    how.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the old checkpoints and start afresh; replace an existing OUTPUT",
+    )
     p.set_defaults(run=run_train)
 
 
@@ -68,12 +95,11 @@ WEAK_FROM_SCRATCH = {"segmentor_head_bias_init": -4.0, "centre_prior_sigma": 3.0
 
 
 def _training_model(args):
-    import keras
-
+    from lacss_core._model_file import load_lacss_model
     from lacss_core.models import Lacss
 
     if args.init:
-        return keras.saving.load_model(args.init)
+        return load_lacss_model(args.init)
     overrides = {"use_auxnet": bool(args.weak and args.auxnet)}
     if args.weak:  # from scratch, the SPEC head collapses under L_WS (docs/results.md)
         overrides.update(WEAK_FROM_SCRATCH)
@@ -82,17 +108,82 @@ def _training_model(args):
     return Lacss.from_preset(args.preset, **overrides)
 
 
-def run_train(args) -> int:
-    from lacss_core.data import LacssDataset, load_labelled_folder, load_point_folder
-    from lacss_core.train import BEST_FILE, plot_history, train
+def checkpoint_folder(args) -> Path:
+    """``--checkpoint-dir``, or OUTPUT without its suffix + ``_checkpoints``."""
+    return Path(args.checkpoint_dir or f"{Path(args.output).with_suffix('')}_checkpoints")
+
+
+def check_train_args(args) -> None:
+    """Every usage error of ``lacss train`` that needs no data, before any work (exit 2)."""
+    from lacss_core.train import STATE_FILE
 
     if not args.output.endswith(".keras"):
         raise ValueError(f"--output must end in .keras, got {args.output!r}")
+    for name in ("steps", "batch_size", "size", "max_instances"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("checkpoint_every", "validate_every"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not args.learning_rate > 0:
+        raise ValueError(f"--learning-rate must be > 0, got {args.learning_rate}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if not Path(args.data).is_dir():
+        raise ValueError(f"training folder {args.data} does not exist or is not a folder")
+    if args.validation and not Path(args.validation).is_dir():
+        raise ValueError(f"--validation {args.validation} does not exist or is not a folder")
+    if args.init and not Path(args.init).is_file():
+        raise ValueError(f"--init {args.init}: no such model file")
+    checkpoints = checkpoint_folder(args)
+    if checkpoints.exists() and not checkpoints.is_dir():
+        raise ValueError(f"--checkpoint-dir {checkpoints} exists and is not a folder")
+    output = Path(args.output)
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a folder; name a .keras file")
+    has_state = (checkpoints / STATE_FILE).is_file()
+    if output.exists() and not has_state and not args.overwrite:
+        raise ValueError(
+            f"{output} exists and {checkpoints} holds no run that made it; use --overwrite to "
+            "replace it, or another --output"
+        )
+    _check_writable(output.parent if str(output.parent) else Path("."), "--output")
+
+
+def _check_writable(folder: Path, option: str) -> None:
+    """``folder`` (created if missing) accepts files, else ValueError naming ``option``."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise ValueError(f"{option}: cannot write into {folder}: {e.strerror or e}") from e
+
+
+def _check_data(args, samples) -> None:
+    if len(samples) < args.batch_size:
+        raise ValueError(
+            f"--batch-size {args.batch_size} is larger than the {len(samples)} training "
+            f"image(s) in {args.data}; lower --batch-size"
+        )
+
+
+def run_train(args) -> int:
+    import keras
+
+    from lacss_core.data import LacssDataset, load_labelled_folder, load_point_folder
+    from lacss_core.train import BEST_FILE, plot_history, save_model, train
+
+    check_train_args(args)
+    # Before the model exists: the seed fixes its initial weights too (train() sets it again).
+    keras.utils.set_random_seed(args.seed)
     if args.data_parallel:  # before the model exists, so its weights are replicated
         from lacss_core.distributed import data_parallel
 
         data_parallel()
     samples = load_point_folder(args.data) if args.weak else load_labelled_folder(args.data)
+    _check_data(args, samples)
     data = LacssDataset(
         samples,
         batch_size=args.batch_size,
@@ -100,6 +191,7 @@ def run_train(args) -> int:
         supervision="weak" if args.weak else "full",
         size=(args.size, args.size),
         augment=True,
+        subsample=args.subsample,
         seed=args.seed,
     )
     if args.data_parallel:
@@ -108,7 +200,7 @@ def run_train(args) -> int:
         data = local_batches(data)  # each host feeds its rows of every batch (no-op on one)
     validation = load_labelled_folder(args.validation) if args.validation else None
     stem = Path(args.output).with_suffix("")
-    checkpoint_dir = args.checkpoint_dir or f"{stem}_checkpoints"
+    checkpoint_dir = str(checkpoint_folder(args))
     model = _training_model(args)
     history = train(
         model,
@@ -120,8 +212,10 @@ def run_train(args) -> int:
         validation_data=validation,
         validate_every=args.validate_every,
         seed=args.seed,
+        resume="always" if args.resume else "never" if args.overwrite else "auto",
+        run_info={"preset": args.preset, "init": args.init},
     )
-    model.save(args.output)
+    save_model(model, args.output)
     plot_history(history, f"{stem}_training_curve.png")
     best = Path(checkpoint_dir) / BEST_FILE
     print(

@@ -76,7 +76,7 @@ class LacssDataset(keras.utils.PyDataset):
         if drop_remainder and len(samples) < batch_size:
             raise ValueError(
                 f"batch_size={batch_size} is larger than the {len(samples)} samples; lower it "
-                "or pass drop_remainder=False"
+                "(lacss train --batch-size) or pass drop_remainder=False"
             )
         self.samples = samples
         self.batch_size = int(batch_size)
@@ -113,6 +113,19 @@ class LacssDataset(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.epoch += 1
+
+    def fingerprint(self) -> dict:
+        """What the batches depend on: the settings and the samples (names, count, a SHA-256 of
+        their arrays). ``train`` stores it with each checkpoint and resumes only when it matches."""
+        from lacss_core._run_record import samples_fingerprint
+
+        settings = ("batch_size", "max_instances", "supervision", "size", "augment", "normalize")
+        settings += ("subsample", "shuffle", "drop_remainder", "seed", "flip", "scale_range")
+        return {
+            "type": "LacssDataset",
+            **{name: getattr(self, name) for name in settings},
+            "samples": samples_fingerprint(self.samples),
+        }
 
     def sample_order(self, epoch: int) -> np.ndarray:
         """``(len(samples),) int`` sample indices in the order served in ``epoch``."""

@@ -170,8 +170,8 @@ def _check_capacity(count, max_instances, subsample, where):
     if count > max_instances and not subsample:
         raise ValueError(
             f"{where} has {count} instances but max_instances={max_instances}; raise "
-            f"max_instances to at least {count}, or pass subsample=True to keep only the first "
-            f"{max_instances}"
+            f"max_instances (lacss train --max-instances) to at least {count}, or pass "
+            f"subsample=True (lacss train --subsample) to keep only the first {max_instances}"
         )
 
 

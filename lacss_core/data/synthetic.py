@@ -108,6 +108,10 @@ class SyntheticCells(Sequence):
             raise IndexError(f"index {i} out of range for {self.n} synthetic samples")
         return synthetic_cells((self.seed, i % self.n), **self.kwargs)
 
+    def fingerprint(self) -> dict:
+        """What the samples depend on (they are generated, so no content hash is needed)."""
+        return {"type": "SyntheticCells", "n": self.n, "seed": self.seed, **self.kwargs}
+
 
 _DEFAULTS = dict(
     size=(128, 128), n_cells=12, radius=(5.0, 10.0), channels=1, mode="fluorescence", noise=0.03,
