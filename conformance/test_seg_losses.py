@@ -63,6 +63,23 @@ def test_loss_cases(name, mode):
     check_values(CASES[name](), mode)
 
 
+def test_ws_rows_outside_the_image_count_as_padding(mode):
+    # Both LOIs below a 6 x 6 image: no valid instance, so the loss is 0 (it was 10.24 unmasked).
+    patches = np.full((1, 2, 4, 4), 0.5, np.float32)
+    outside = np.array([[[12.0, 1.0], [12.0, 1.0]]], np.float32)
+    mask = np.ones((1, 6, 6), np.float32)
+    harness.assert_conforms("ws_seg_loss", (patches, outside, mask), {}, mode)
+    assert oracle.ws_seg_loss(patches, outside, mask) == 0.0
+    # One inside, one just outside (x = W - 1 + 0.25): the same as padding the second row.
+    rng = np.random.default_rng(0)
+    patches = rng.uniform(0.05, 0.95, (1, 2, 4, 4)).astype(np.float32)
+    mixed = np.array([[[2.0, 3.0], [1.0, 5.25]]], np.float32)
+    padded = np.array([[[2.0, 3.0], PAD]], np.float32)
+    harness.assert_conforms("ws_seg_loss", (patches, mixed, mask), {}, mode)
+    harness.assert_grad_conforms("ws_seg_loss", (patches, mixed, mask), {}, mode, wrt=0)
+    assert oracle.ws_seg_loss(patches, mixed, mask) == oracle.ws_seg_loss(patches, padded, mask)
+
+
 def test_sobel_of_constant_and_saturated_patches(mode):
     # Constant interior -> the 1e-9 floor; a 0 -> 1 step saturates at the upper clip.
     patches = np.zeros((1, 3, 8, 8), np.float32)

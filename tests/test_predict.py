@@ -247,3 +247,25 @@ def test_bad_input_names_the_problem(model, image, kwargs, message):
 def test_wrong_channels_for_the_real_model(tiny):
     with pytest.raises(ValueError, match="model expects 1"):
         predict_instances(tiny, np.arange(32 * 32 * 2, dtype=np.float32).reshape(32, 32, 2))
+
+
+def test_nested_lists_and_channels_first(model):
+    shape = (40, 48)
+    markers = [(10, 12, 0.9), (25, 30, 0.7)]
+    image = marker_image(shape, markers)
+    label, _ = segment(model, image)
+    np.testing.assert_array_equal(label, expected_label(shape, markers))
+    np.testing.assert_array_equal(segment(model, image.tolist())[0], label)  # one image, not rows
+    np.testing.assert_array_equal(segment(model, np.stack([image] * 3))[0], label)  # (3, H, W)
+    colour = np.stack([np.full(shape, 0.1, np.float32), image, image * 0.5], axis=-1)
+    with pytest.raises(ValueError, match="3 channel.*channels=\\[i, ...\\].*'grey'"):
+        segment(model, colour)
+    np.testing.assert_array_equal(segment(model, colour, channels=[1])[0], label)
+    grey, _ = segment(model, np.moveaxis(colour, -1, 0), channels="grey")
+    assert grey.shape == shape
+    with pytest.raises(ValueError, match="a stack of 6 planes"):
+        segment(model, np.zeros((6, 40, 48), np.float32))
+    with pytest.raises(ValueError, match="picks channel 5"):
+        segment(model, colour, channels=[5])
+    with pytest.raises(ValueError, match="model expects 1"):
+        segment(model, colour, channels=[0, 1])

@@ -62,15 +62,20 @@ def fs_seg_loss(patches, locations, label):
 def ws_seg_loss(patches, locations, mask):
     """The paper's weakly supervised loss via one padded canvas; scalar float32 (may be negative).
 
-    Args: patches ``(B, N, c, c)``; locations ``(B, N, 2)`` inside the image (SPEC 1), ``-1``
-    padded; mask ``(B, H, W)`` binary foreground (0 outside the image). The overlap term sums
-    ``log(clip(1 - G_k))`` of the other valid instances on an ``(H + c) x (W + c)`` canvas offset
-    by ``c/2``, which holds every patch of a location inside the image. The mask is read from the
-    same canvas (zero-padded), so both terms use one set of pixel ids.
+    Args: patches ``(B, N, c, c)``; locations ``(B, N, 2)``, ``-1`` padded; mask ``(B, H, W)``
+    binary foreground (0 outside the image). The overlap term sums ``log(clip(1 - G_k))`` of the
+    other valid instances on an ``(H + c) x (W + c)`` canvas offset by ``c/2``, which holds every
+    patch of a location inside the image. The mask is read from the same canvas (zero-padded), so
+    both terms use one set of pixel ids. A row whose location lies outside ``[0, H-1] x [0, W-1]``
+    (float32) counts as padding, as in the oracle: its patch would not fit on the canvas (the data
+    pipeline never produces one, SPEC 1).
     """
     c = _crop_size(patches)
     h, w = mask.shape[1:]
     g = ops.cast(patches, "float32")
+    locations = ops.cast(locations, "float32")
+    inside = (locations[..., 0] <= float(h - 1)) & (locations[..., 1] <= float(w - 1))
+    locations = ops.where(inside[..., None], locations, -1.0)  # outside rows are padding
     valid = valid_rows(locations)
     ids, num_segments = paste_indices(locations, c, (h + c, w + c), c // 2)
     log_free = clipped_log(1.0 - g)  # log(1 - G_k), 0 where instance k predicts nothing

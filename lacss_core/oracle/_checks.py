@@ -68,12 +68,11 @@ def patch_size(patches: np.ndarray, name: str = "patches") -> int:
     return c
 
 
-def inside_image(locations: np.ndarray, shape: tuple[int, int], name: str = "locations") -> None:
-    """Check that every valid location lies in ``[0, H-1] x [0, W-1]`` (SPEC 1)."""
-    valid = valid_rows(locations)
-    limits = np.array(shape, dtype=np.float64) - 1
-    if np.any(valid & np.any(locations > limits, axis=-1)):
-        raise ValueError(f"{name}: a valid location lies outside the image of shape {shape}")
+def inside_rows(locations: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(B, N) bool``: the location lies in ``[0, H-1] x [0, W-1]`` on both axes (a negative,
+    i.e. padded, row is not inside); compared in the locations' dtype (float32, SPEC 1)."""
+    limits = np.array(shape, dtype=locations.dtype) - 1
+    return valid_rows(locations) & np.all(locations <= limits, axis=-1)
 
 
 def float32_locations(locations, name: str = "locations") -> np.ndarray:

@@ -53,14 +53,14 @@ def fs_seg_loss(patches, locations, label):
 def ws_seg_loss(patches, locations, mask):
     """The paper's weakly supervised loss via one padded canvas; scalar float64 (may be negative).
 
-    Args: patches ``(B, N, c, c)``; locations ``(B, N, 2)`` inside the image (SPEC 1), ``-1``
-    padded; mask ``(B, H, W)`` binary foreground (0 outside the image). The overlap term sums
-    ``log(clip(1 - G_k))`` of the other valid instances on an ``(H + c) x (W + c)`` canvas offset
-    by ``c/2``, which holds every patch of a location inside the image.
-    Raises: ValueError if a valid location lies outside the image.
+    Args: patches ``(B, N, c, c)``; locations ``(B, N, 2)``, ``-1`` padded; mask ``(B, H, W)``
+    binary foreground (0 outside the image). The overlap term sums ``log(clip(1 - G_k))`` of the
+    other valid instances on an ``(H + c) x (W + c)`` canvas offset by ``c/2``, which holds every
+    patch of a location inside the image. A row whose location lies outside
+    ``[0, H-1] x [0, W-1]`` (float32) counts as padding (SPEC 8): its patch does not fit the canvas.
     """
     g, locs, valid, c, msk = _instances(patches, locations, mask, "mask")
-    _checks.inside_image(locs, msk.shape[1:])
+    valid = valid & _checks.inside_rows(locs, msk.shape[1:])
     origins = patch_origins(locs, c) + c // 2  # top-left pixel on the canvas, >= 0
     margin = ((0, 0), (c // 2, c // 2), (c // 2, c // 2))
     mask_canvas = np.pad(msk.astype(np.float64), margin)
