@@ -119,9 +119,11 @@ def main(argv=None, prog="python -m lacss_core.conformance") -> int:
     table = summarise(rows)
     md = markdown(table)
     print(md)
-    with open(args.output + ".json", "w") as f:
+    from lacss_core._atomic import atomic_open
+
+    with atomic_open(args.output + ".json") as f:
         json.dump({"exit_codes": codes, "table": table}, f, indent=1)
-    with open(args.output + ".md", "w") as f:
+    with atomic_open(args.output + ".md") as f:
         f.write(md)
     failed = [b for b, c in codes.items() if c != 0]
     print(

@@ -19,6 +19,7 @@ import tifffile
 from tqdm.auto import tqdm
 
 from lacss_core._atomic import atomic_path
+from lacss_core._lock import FolderLock
 from lacss_core.data import LacssDataset, SyntheticCells
 from lacss_core.export import write_csv, write_label_tiff, write_overlay_png
 from lacss_core.metrics import coco_mask_ap
@@ -134,7 +135,11 @@ def run_demo(
 ) -> dict:
     """Run the whole demo, write its files into ``output``; returns the AP dict it prints."""
     settings = settings or DemoSettings()
-    os.makedirs(output, exist_ok=True)
+    with FolderLock(output, purpose="lacss demo"):  # two demos into one folder would mix
+        return _run_demo(output, settings, progress)
+
+
+def _run_demo(output: str, settings: DemoSettings, progress: bool) -> dict:
     print(f"lacss demo: backend {keras.backend.backend()}, output folder {output!r}")
     model, history = train_demo_model(settings, progress)
     save_model(model, os.path.join(output, "model.keras"))
