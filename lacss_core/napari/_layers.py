@@ -78,11 +78,12 @@ def result_layers(image_layer, results, stack_shape) -> tuple[np.ndarray, np.nda
     Returns:
         ``labels``: ``stack_shape + (H, W)`` int32 (each plane numbered 1..n by descending score);
         ``points``: ``(N, len(stack_shape) + 2)`` float32 cell locations (stack index, y, x);
-        ``features``: ``{"label", "score", "area"}`` arrays of length ``N``, row ``i`` the cell
-        at ``points[i]``.
+        ``features``: ``{"label", "score", "area", "saturated"}`` arrays of length ``N``, row
+        ``i`` the cell at ``points[i]`` (``saturated``: found in a tile that held the model's
+        full capacity, where cells may be missing).
     """
     labels = np.stack([label for label, _ in results]).reshape(stack_shape + results[0][0].shape)
-    rows, features = [], {"label": [], "score": [], "area": []}
+    rows, features = [], {"label": [], "score": [], "area": [], "saturated": []}
     for k, (_, details) in enumerate(results):
         index = np.unravel_index(k, stack_shape) if stack_shape else ()
         locations = np.asarray(details["locations"], np.float32).reshape(-1, 2)
@@ -91,6 +92,7 @@ def result_layers(image_layer, results, stack_shape) -> tuple[np.ndarray, np.nda
         features["label"].append(np.arange(1, len(locations) + 1, dtype=np.int32))
         features["score"].append(np.asarray(details["scores"], np.float32))
         features["area"].append(np.asarray(details["areas"], np.int32))
+        features["saturated"].append(np.asarray(details["saturated"], bool))
     points = np.concatenate(rows).astype(np.float32)
     return labels, points, {key: np.concatenate(values) for key, values in features.items()}
 

@@ -66,11 +66,17 @@ def segment_choices() -> list[tuple[str, ModelSource]]:
     return choices
 
 
+#: The preset a new model starts from by default, as in ``lacss train``: trains on a CPU.
+DEFAULT_TRAIN_PRESET = "lacss_tiny"
+
+
 def train_choices() -> list[tuple[str, ModelSource]]:
-    """Choices to start training from: new models of each preset, trained models, a file."""
+    """Choices to start training from: new models of each preset (``DEFAULT_TRAIN_PRESET``
+    first), trained models, a file."""
     from lacss_core.models import Lacss
 
-    choices = [(f"new {name}", ModelSource(PRESET, name)) for name in Lacss.presets()]
+    presets = sorted(Lacss.presets(), key=lambda name: name != DEFAULT_TRAIN_PRESET)
+    choices = [(f"new {name}", ModelSource(PRESET, name)) for name in presets]
     choices += [(label, ModelSource(FILE, str(path))) for label, path in registry.trained.items()]
     choices.append(("a .keras file (below)", CHOSEN_FILE))
     return choices

@@ -8,8 +8,7 @@ on every run: ``"<image> cells"`` (Labels, each plane numbered 1..n by descendin
 
 from __future__ import annotations
 
-import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, SpinBox
 
 from lacss_core.napari import _layers, _models
 from lacss_core.napari._run import RunControls, connect_while_alive, notify_warning
@@ -53,6 +52,7 @@ class SegmentWidget(Container):
         self.min_area = SpinBox(
             label="min area (px)", value=0, min=0, max=10**7, tooltip="drop smaller cells"
         )
+        self.channels = channels_field()
         self.controls = RunControls("Segment", self.run)
         super().__init__(
             widgets=[
@@ -63,6 +63,7 @@ class SegmentWidget(Container):
                 self.min_score,
                 self.threshold,
                 self.min_area,
+                self.channels,
                 self.controls,
             ]
         )
@@ -87,6 +88,7 @@ class SegmentWidget(Container):
             "min_score": float(self.min_score.value),
             "segmentation_threshold": float(self.threshold.value),
             "min_area": int(self.min_area.value),
+            "channels": parse_channels(self.channels.value),
         }
 
     def run(self):
@@ -114,24 +116,39 @@ def segment_planes(job, source, planes, options) -> list:
 
 def predict_planes(job, model, planes, options) -> list:
     """Segment each plane with a loaded model, checking for Cancel between planes."""
-    from lacss_core.cli.predict import model_image
-    from lacss_core.predict import model_channels, predict_instances
+    from lacss_core.predict import predict_instances
 
-    channels = model_channels(model)
     results = []
     for k, plane in enumerate(planes):
         job.check()
         job.progress(k, len(planes), f"segmenting plane {k + 1} of {len(planes)}...")
-        results.append(predict_instances(model, model_image(as_hwc(plane), channels), **options))
+        results.append(predict_instances(model, plane, progress=False, **options))
     return results
 
 
-def as_hwc(plane) -> np.ndarray:
-    """An ``(H, W)`` or ``(H, W, C)`` plane as ``(H, W, C)``; RGBA loses its alpha channel."""
-    plane = np.asarray(plane)
-    if plane.ndim == 2:
-        return plane[..., None]
-    return plane[..., :3] if plane.shape[-1] == 4 else plane
+def parse_channels(text: str):
+    """The ``channels`` field: empty (the model's rule), ``grey`` or indices like ``1`` or
+    ``0,0,0`` (see ``lacss_core.predict.select_channels``)."""
+    from lacss_core.cli.predict import parse_channels as parse
+
+    if not text.strip():
+        return None
+    try:
+        return parse(text)
+    except ValueError:
+        raise ValueError(
+            f"channels must be empty, 'grey' or channel indices such as 1 or 0,0,0, got {text!r}"
+        ) from None
+
+
+def channels_field() -> LineEdit:
+    return LineEdit(
+        label="channels",
+        value="",
+        tooltip="which image channels feed the model: empty = as many as the model has (grey "
+        "saved as RGB counts as grey); 'grey' = their mean; indices, e.g. 1 for green or "
+        "0,0,0 to repeat grey for a 3-channel model",
+    )
 
 
 def show_results(viewer, image_layer, results, stack_shape) -> str:

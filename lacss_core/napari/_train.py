@@ -27,8 +27,8 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, RadioB
 
 from lacss_core.napari import _layers, _models
 from lacss_core.napari._run import Cancelled, RunControls, connect_while_alive, notify_info
-from lacss_core.napari._segment import predict_planes, show_results
-from lacss_core.train import BEST_FILE, DEFAULT_LEARNING_RATE, train
+from lacss_core.napari._segment import channels_field, parse_channels, predict_planes, show_results
+from lacss_core.train import BEST_FILE, DEFAULT_LEARNING_RATE, save_model, train
 
 FULL, WEAK = "full", "weak"
 #: Where models go when no file is chosen: ``~/lacss_models/<image layer>.keras``.
@@ -92,6 +92,7 @@ class TrainWidget(Container):
             step=0.05,
             tooltip="fraction of the labelled images held out to score AP50 during training",
         )
+        self.channels = channels_field()
         self.output = FileEdit(
             label="save model as",
             mode="w",
@@ -113,6 +114,7 @@ class TrainWidget(Container):
                 self.learning_rate,
                 self.crop,
                 self.validation,
+                self.channels,
                 self.output,
                 self.controls,
             ]
@@ -143,6 +145,7 @@ class TrainWidget(Container):
             "steps": int(self.steps.value),
             "learning_rate": float(self.learning_rate.value),
             "crop": int(self.crop.value),
+            "channels": parse_channels(self.channels.value),
         }
 
         def work(job):
@@ -223,16 +226,18 @@ def train_and_segment(job, source, weak, samples, validation, settings, output, 
 
     Returns ``{"model": path, "best": path or None, "history": ..., "segmented": [...]}``.
     """
-    from lacss_core.cli.predict import model_image
     from lacss_core.data import LacssDataset
-    from lacss_core.predict import model_channels
+    from lacss_core.predict import model_channels, select_channels
 
-    steps = settings["steps"]
+    steps, channels = settings["steps"], settings["channels"]
     job.progress(0, steps, f"preparing {source.describe()}...")
+    keras.utils.set_random_seed(0)  # the same inputs train the same model (new weights, dropout)
     model = _models.load_for_training(source, weak=weak)
-    channels = model_channels(model)
-    if channels is not None:  # a trained model: feed it its channel count
-        samples = [s.replace(image=model_image(s.image, channels)) for s in samples]
+    model_inputs = model_channels(model)  # None for a new model: it takes the images' count
+    samples = [s.replace(image=select_channels(s.image, model_inputs, channels)) for s in samples]
+    validation = [
+        s.replace(image=select_channels(s.image, model_inputs, channels)) for s in validation
+    ]
     crop = training_crop(samples, settings["crop"])
     data = LacssDataset(
         samples,
@@ -259,22 +264,15 @@ def train_and_segment(job, source, weak, samples, validation, settings, output, 
             verbose=0,
         )
         job.check()  # cancelled: stop before anything is written
-        save_model(model, output)
+        save_model(model, output)  # atomic: a temporary file, then os.replace
         if validation and os.path.exists(os.path.join(checkpoints, BEST_FILE)):
             best = output.with_name(f"{output.stem}_best.keras")
             os.replace(os.path.join(checkpoints, BEST_FILE), best)
     try:
-        segmented = predict_planes(job, model, planes, {})
+        segmented = predict_planes(job, model, planes, {"channels": channels})
     except Cancelled:  # the model is written; only its preview was cancelled
         segmented = []
     return {"model": output, "best": best, "history": history, "segmented": segmented}
-
-
-def save_model(model, path: Path) -> None:
-    """``model.save`` through a temporary file in the same folder, then ``os.replace``."""
-    from lacss_core.train import _save_model_atomic
-
-    _save_model_atomic(model, str(path))
 
 
 def result_message(result: dict, summary: str) -> str:
