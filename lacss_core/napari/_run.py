@@ -108,8 +108,10 @@ class RunControls(Container):
         self._on_run = on_run
         self.worker = None
         self.job: Job | None = None
+        self._closed = False
         self.run_button.changed.connect(self._run_pressed)
         self.cancel_button.changed.connect(self.cancel)
+        self.native.destroyed.connect(self._close)
 
     @property
     def running(self) -> bool:
@@ -144,6 +146,12 @@ class RunControls(Container):
             self.cancel_button.enabled = False
             self.status.value = "cancelling (after the current step)..."
 
+    def _close(self, *_) -> None:
+        """The widget is gone (dock or viewer closed): stop the job, show nothing."""
+        self._closed = True
+        if self.job is not None:
+            self.job.cancel_requested.set()
+
     def fail(self, exc: BaseException) -> None:
         message = f"LACSS {self.what.lower()}: {describe_error(exc)}"
         self.status.value = message
@@ -155,6 +163,8 @@ class RunControls(Container):
         self.status.value = text
 
     def _finish(self, outcome, on_done) -> None:
+        if self._closed:
+            return
         self.worker, self.job = None, None
         self.run_button.enabled, self.cancel_button.enabled = True, False
         self.progress.max, self.progress.value = 1, 0
