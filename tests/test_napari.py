@@ -23,7 +23,12 @@ from lacss_core.models import Lacss  # noqa: E402
 from lacss_core.napari import _layers, _models  # noqa: E402
 from lacss_core.napari._reader import napari_get_reader  # noqa: E402
 from lacss_core.napari._segment import SegmentWidget  # noqa: E402
-from lacss_core.napari._train import TrainWidget  # noqa: E402
+from lacss_core.napari._train import (  # noqa: E402
+    TrainWidget,
+    instance_capacity,
+    split_validation,
+    unused_path,
+)
 from lacss_core.predict import predict_instances  # noqa: E402
 
 PLUGIN = "lacss-core"
@@ -224,6 +229,35 @@ def test_errors_become_notifications(viewer, notifications):
 
 
 # ---------------------------------------------------------------------------- Train
+def test_train_samples_from_layers_and_a_folder(viewer, cells, tmp_path):
+    image, label = cells
+    for i in range(2):
+        tifffile.imwrite(tmp_path / f"img{i}.tif", image)
+        tifffile.imwrite(tmp_path / f"img{i}_masks.tif", label.astype(np.uint16))
+    viewer.add_image(image, name="img")
+    viewer.add_labels(label, name="cells")
+    widget = TrainWidget(viewer)
+    widget.supervision.value = "full"
+    widget.folder.value = tmp_path
+    samples, summary = widget.training_samples(weak=False)
+    assert len(samples) == 3
+    assert summary == f"1 of 1 plane(s) of 'img' and 2 image(s) from {tmp_path}"
+    assert instance_capacity(samples) == 16  # <= 16 cells per image
+
+    training, validation = split_validation(samples, 0.34, weak=False)
+    assert len(training) == 2 and len(validation) == 1
+    with pytest.raises(ValueError, match="needs cell labels"):
+        split_validation(samples, 0.34, weak=True)
+    with pytest.raises(ValueError, match="leaves no validation or no training image"):
+        split_validation(samples[:1], 0.5, weak=False)
+
+
+def test_models_are_never_overwritten_by_default(tmp_path):
+    (tmp_path / "img.keras").touch()
+    (tmp_path / "img-2.keras").touch()
+    assert unused_path(tmp_path, "img") == tmp_path / "img-3.keras"
+
+
 def weak_layers(viewer, cells):
     image, label = cells
     viewer.add_image(image, name="img")
