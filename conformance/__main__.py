@@ -17,8 +17,9 @@ import sys
 import tempfile
 from collections import defaultdict
 
+from lacss_core._backend import SUPPORTED as ALL_BACKENDS
+
 SUITE_DIR = os.path.dirname(os.path.abspath(__file__))
-ALL_BACKENDS = ("jax", "torch")
 
 
 def parse_args(argv=None, prog="python -m lacss_core.conformance"):

@@ -11,57 +11,35 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 
-import keras
 import numpy as np
 from keras import ops as kops
 
-from lacss_core import ops, oracle
+from lacss_core import _backend, ops, oracle
 
 from . import tolerances as tol
 
-BACKEND = keras.backend.backend()
+_BACKEND = _backend.current()
+BACKEND = _BACKEND.name
 
 
 # ----------------------------------------------------------------------------- environment
 def modes() -> list[str]:
-    """Modes for the current backend: eager always, plus jax.jit (JAX) or torch.compile (torch).
-
-    torch.compile runs where it works: on by default when a C++ compiler is on PATH (inductor
-    needs one on the CPU); ``LACSS_TORCH_COMPILE=0`` or ``1`` forces it off or on.
+    """Modes for the current backend: eager always, plus its compiled mode (``jit`` on JAX,
+    ``compile`` on torch) where it works: torch.compile is on by default when a C++ compiler is on
+    PATH (inductor needs one on the CPU); ``LACSS_TORCH_COMPILE=0`` or ``1`` forces it off or on.
     """
-    if BACKEND == "jax":
-        return ["eager", "jit"]
-    flag = os.environ.get("LACSS_TORCH_COMPILE")
-    compile_works = any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++"))
-    if flag == "1" or (flag is None and compile_works):
-        return ["eager", "compile"]
-    return ["eager"]
+    return ["eager", _BACKEND.compile_mode] if _BACKEND.compile_available() else ["eager"]
 
 
 def device_kind() -> str:
-    if BACKEND == "jax":
-        import jax
-
-        return "gpu" if jax.devices()[0].platform in ("gpu", "cuda", "rocm") else "cpu"
-    import torch
-
-    return "gpu" if torch.cuda.is_available() else "cpu"
+    """``"gpu"`` or ``"cpu"``: where the backend runs."""
+    return _BACKEND.device_kind()
 
 
 def disable_tf32() -> None:
     """Keep float32 matmuls/convs at float32 accuracy on GPUs (TF32 off)."""
-    if BACKEND == "jax":
-        import jax
-
-        jax.config.update("jax_default_matmul_precision", "float32")
-    else:
-        import torch
-
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+    _BACKEND.disable_tf32()
 
 
 # ----------------------------------------------------------------------------- running
@@ -89,18 +67,13 @@ def _as_tuple(out):
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def _compiled(fn, mode):
+def _options(mode: str):
     if mode == "eager":
-        return fn
-    if mode == "jit":
-        import jax
-
-        return jax.jit(fn)
-    if mode == "compile":
-        import torch
-
-        return torch.compile(fn, dynamic=False)
-    raise ValueError(f"unknown mode {mode!r}")
+        return _backend.EAGER
+    if mode == _BACKEND.compile_mode:
+        return _backend.COMPILED
+    known = f"eager, {_BACKEND.compile_mode}"
+    raise ValueError(f"unknown mode {mode!r} for backend {BACKEND} ({known})")
 
 
 _CALLABLES: dict = {}
@@ -121,11 +94,10 @@ def _callable(name: str, args: tuple, kwargs: dict, mode: str, grad_slot: int | 
         def call(*tensors):
             return fn(*_merge(template, dynamic, tensors), **kwargs)
 
-        if grad_slot is not None and BACKEND == "jax":
-            import jax
-
-            call = jax.grad(call, argnums=grad_slot)
-        _CALLABLES[key] = _compiled(call, mode)
+        if grad_slot is None:
+            _CALLABLES[key] = _BACKEND.compile(call, _options(mode))
+        else:
+            _CALLABLES[key] = _BACKEND.grad(call, grad_slot, _options(mode))
     return _CALLABLES[key]
 
 
@@ -228,11 +200,7 @@ def backend_grad(name, args, kwargs, wrt: int, mode: str) -> np.ndarray:
     dynamic, tensors = _split(args)
     slot = dynamic.index(wrt)
     grad_fn = _callable(name, args, kwargs or {}, mode, grad_slot=slot)
-    if BACKEND == "jax":
-        return np.asarray(grad_fn(*tensors))
-    tensors[slot] = tensors[slot].detach().clone().requires_grad_(True)
-    grad_fn(*tensors).backward()
-    return tensors[slot].grad.detach().cpu().numpy()
+    return np.asarray(kops.convert_to_numpy(grad_fn(*tensors)))
 
 
 def finite_difference(name, args, kwargs, wrt: int, step: float = tol.FD_STEP) -> np.ndarray:
@@ -277,7 +245,3 @@ def assert_grad_conforms(name, args, kwargs=None, mode="eager", *, wrt=0):
     )
     assert ok, f"{where}: max abs {abs_err:.3g} max rel {rel_err:.3g} ({tolerance}){repro}"
     return got
-
-
-def environment_note() -> str:  # printed in the header of the runner's table
-    return f"python {sys.version.split()[0]}, keras {keras.__version__}, backend {BACKEND}"

@@ -27,18 +27,20 @@ class Network:
 
     Uses ``model.dense_forward`` (LPN maps, NMS candidates and the segmentor's shared features) and
     ``model.segment_locations``; NMS is called here so ``min_score`` and ``nms_distance`` can be
-    overridden per call. On JAX each stage is ``jax.jit``-ed as a pure function of the model's
-    variable values (``keras.StatelessScope``); compiled functions are cached per settings and
-    re-traced by JAX per input shape.
+    overridden per call. Each stage is compiled by the backend seam
+    (``lacss_core._backend.current().compile_with_variables``) with ``compile_options``: by
+    default ``jax.jit`` on JAX (a pure function of the model's variable values, re-traced per
+    input shape) and eager, without autodiff, on torch. Compiled functions are cached per
+    settings.
     """
 
-    def __init__(self, model):
-        import keras
+    def __init__(self, model, compile_options=None):
+        from lacss_core._backend import CompileOptions
 
         self._model = weakref.ref(model)  # weak: this adapter is cached per model in NETWORKS
         self.crop_size = int(model.crop_size)
         self.channels = model_channels(model)
-        self._jax = keras.backend.backend() == "jax"
+        self.compile_options = CompileOptions() if compile_options is None else compile_options
         self._compiled = {}
 
     @classmethod
@@ -100,24 +102,11 @@ class Network:
         return self._compiled[key]
 
     def _compile(self, function):
-        if self._jax:
-            import jax
-            import keras
+        from lacss_core import _backend
 
-            def pure(values, *args):
-                mapping = list(zip(self.model.variables, values, strict=True))
-                with keras.StatelessScope(state_mapping=mapping):
-                    return function(*args)
-
-            jitted = jax.jit(pure)
-            return lambda *args: jitted([v.value for v in self.model.variables], *args)
-        import torch
-
-        def no_grad(*args):
-            with torch.no_grad():
-                return function(*args)
-
-        return no_grad
+        return _backend.current().compile_with_variables(
+            function, self.model.variables, self.compile_options
+        )
 
     def _propose(self, images, *, settings, image_shape):
         from keras import ops

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from lacss_core import _validation
+from lacss_core import _backend, _validation
 from lacss_core import ops as lops
 from lacss_core.train import DEFAULT_LEARNING_RATE, StepBatches
 
@@ -104,15 +104,7 @@ def local_batches(data):
 
 
 def _process_index_and_count() -> tuple[int, int]:
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.process_index(), jax.process_count()
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return _backend.current().process_index_and_count()
 
 
 # ----------------------------------------------------------------------------------------------

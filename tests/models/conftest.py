@@ -1,8 +1,8 @@
 """Helpers for the model tests: one compiled call per forward pass on JAX.
 
 Eager JAX compiles every primitive separately on first use, so a one-off eager pass through a
-backbone costs far more than compiling it whole; ``forward`` jits ``stateless_call`` on JAX and
-calls the layer eagerly on torch.
+backbone costs far more than compiling it whole; ``forward`` compiles the call through the
+backend seam (``jax.jit`` of a stateless call on JAX, an eager call without autodiff on torch).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-BACKEND = keras.backend.backend()
+from lacss_core import _backend
 
 
 def _to_numpy(tree):
@@ -22,23 +22,12 @@ def forward(layer, *args, **kwargs):
     """``layer(*args, **kwargs)`` as NumPy (a nested structure like the layer's output).
 
     The layer must be built. Non-trainable updates (BatchNorm moving averages) are written back,
-    as an eager call would.
+    as an eager call would. ``kwargs`` are Python values (``training=True``), held static.
     """
-    if BACKEND != "jax":
-        return _to_numpy(layer(*args, **kwargs))
-    import jax
-
-    def pure(trainable, non_trainable, *inputs):
-        return layer.stateless_call(trainable, non_trainable, *inputs, **kwargs)
-
-    outputs, non_trainable = jax.jit(pure)(
-        [v.value for v in layer.trainable_variables],
-        [v.value for v in layer.non_trainable_variables],
-        *args,
+    compiled = _backend.current().compile_with_variables(
+        lambda *inputs: layer(*inputs, **kwargs), layer.variables
     )
-    for variable, value in zip(layer.non_trainable_variables, non_trainable, strict=True):
-        variable.assign(value)
-    return _to_numpy(outputs)
+    return _to_numpy(compiled(*args))
 
 
 @pytest.fixture

@@ -1,21 +1,52 @@
-"""Choose and check the Keras backend before Keras is imported.
+"""The Keras backend: which one runs (chosen before Keras is imported), and the one seam through
+which lacss-core does what differs between the frameworks beyond ``keras.ops``.
 
-Keras fixes its backend at import time from ``KERAS_BACKEND`` or ``~/.keras/keras.json``.
-lacss-core trains on JAX and PyTorch only, so this module makes that choice explicit and
-turns a missing or unsupported backend into an error that names the extra to install,
-instead of a traceback from deep inside Keras.
+Choice: Keras fixes its backend at import time from ``KERAS_BACKEND`` or ``~/.keras/keras.json``.
+lacss-core runs on JAX and PyTorch only, so :func:`configure` makes that choice explicit and turns
+a missing or unsupported backend into an error that names the extra to install, instead of a
+traceback from deep inside Keras.
+
+Seam: :func:`current` returns the active backend's :class:`Backend` (``_interface.py``):
+compiling a function (``jax.jit`` / ``torch.compile``, see :class:`CompileOptions`), compiling a
+function of a model's variables, gradients, ``no_grad``, the device and the process group. Each
+backend is one module of this package named after it (``jax.py``, ``torch.py``), imported on first
+use (the einops ``_backends`` shape), so adding a backend is adding one file; the modules found
+here are the supported backends::
+
+    from lacss_core import _backend
+    backend = _backend.current()
+    predict = backend.compile_with_variables(fn, model.variables)   # jit on JAX, eager on torch
+    fast = backend.compile(fn, _backend.CompileOptions(enabled=True, dynamic=False))
+    with backend.no_grad():
+        ...
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import logging
 import os
+import pkgutil
 import sys
 
-SUPPORTED = ("jax", "torch")
+from lacss_core._backend._interface import COMPILED, DEFAULT, EAGER, Backend, CompileOptions
+
+# The auto-selection order when nothing chooses; other backend modules follow alphabetically.
+_PREFERRED = ("jax", "torch")
+
+
+def _backend_modules() -> tuple[str, ...]:
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    rank = {name: i for i, name in enumerate(_PREFERRED)}
+    return tuple(sorted(names, key=lambda n: (rank.get(n, len(rank)), n)))
+
+
+#: The Keras backends lacss-core runs on: one module of this package each.
+SUPPORTED = _backend_modules()
 _log = logging.getLogger("lacss_core")
+_INSTANCES: dict[str, Backend] = {}
 
 
 class BackendError(ImportError):
@@ -100,3 +131,30 @@ def exit_if_command_line(error: BackendError) -> None:
     if script in ("lacss", "lacss.exe", "lacss-script.py") or as_module:
         print(f"lacss: error: {error}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def current() -> Backend:
+    """The :class:`Backend` of the active Keras backend (created on first use, then cached)."""
+    import keras
+
+    name = keras.backend.backend()
+    if name not in _INSTANCES:
+        if name not in SUPPORTED:
+            raise BackendError(f"lacss-core has no backend module for Keras backend {name!r}")
+        module = importlib.import_module(f"{__name__}.{name}")
+        _INSTANCES[name] = module.Backend()
+    return _INSTANCES[name]
+
+
+__all__ = [
+    "COMPILED",
+    "DEFAULT",
+    "EAGER",
+    "SUPPORTED",
+    "Backend",
+    "BackendError",
+    "CompileOptions",
+    "configure",
+    "exit_if_command_line",
+    "current",
+]
