@@ -197,6 +197,8 @@ def _raw_key(key):
 
 def _initial_value(initializer, variable, key):
     """Draw ``variable``'s initial value with its own Keras initializer, seeded by ``key``."""
+    if hasattr(initializer, "keras_twin"):  # lacss' host (NumPy) initializers cannot be traced
+        initializer = initializer.keras_twin()
     if hasattr(initializer, "seed"):  # a Keras RandomInitializer; constants have no seed
         initializer = copy.copy(initializer)
         initializer.seed = _raw_key(key)  # the JAX backend accepts a key array as the seed

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from lacss_core import _validation
+from lacss_core.models import factory
 
 
 @keras.saving.register_keras_serializable(package="lacss")
@@ -22,10 +23,9 @@ class AuxNet(keras.layers.Layer):
         self.filters = _validation.positive_int(filters, "filters")
         self.num_layers = _validation.positive_int(num_layers, "num_layers")
         self.hidden = [
-            keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")
-            for i in range(num_layers - 1)
+            factory.conv2d(filters, 3, f"conv{i}", activation="relu") for i in range(num_layers - 1)
         ]
-        self.out = keras.layers.Conv2D(1, 3, padding="same", name="boundary")
+        self.out = factory.conv2d(1, 3, "boundary")
 
     def build(self, input_shape):
         shape = tuple(input_shape)

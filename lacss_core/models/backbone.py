@@ -8,16 +8,16 @@ import keras
 from keras import ops
 
 from lacss_core import _validation
+from lacss_core.models import factory
 from lacss_core.models.normalization import check_normalization, make_norm
 
 CONV_INIT = "he_normal"
 
 
 def _conv(filters: int, size: int, name: str, strides: int = 1, **kwargs) -> keras.layers.Conv2D:
-    return keras.layers.Conv2D(
-        filters, size, strides=strides, padding="same", kernel_initializer=CONV_INIT, name=name,
-        **kwargs,
-    )  # fmt: skip
+    return factory.conv2d(
+        filters, size, name, strides=strides, kernel_initializer=CONV_INIT, **kwargs
+    )
 
 
 def _with_channels(shape, channels: int) -> tuple:
@@ -45,8 +45,8 @@ class ChannelAttention(keras.layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         hidden = max(1, channels // self.reduction)
-        self.squeeze = keras.layers.Dense(hidden, activation="relu", name="squeeze")
-        self.excite = keras.layers.Dense(channels, name="excite")
+        self.squeeze = factory.dense(hidden, "squeeze", activation="relu")
+        self.excite = factory.dense(channels, "excite")
         self.squeeze.build((None, channels))
         self.excite.build((None, hidden))
         self.built = True

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from lacss_core import _validation
+from lacss_core.models import factory
 
 
 def upsample2x_nearest(x):
@@ -32,14 +33,9 @@ class FPN(keras.layers.Layer):
         levels = len(input_shape)
         if levels < 2:
             raise ValueError(f"FPN needs at least 2 input levels, got {levels}")
-        self.laterals = [
-            keras.layers.Conv2D(self.channels, 1, padding="same", name=f"lateral{k + 1}")
-            for k in range(levels)
-        ]
+        self.laterals = [factory.conv2d(self.channels, 1, f"lateral{k + 1}") for k in range(levels)]
         self.smooths = [
-            keras.layers.Conv2D(
-                self.channels, 3, padding="same", activation="relu", name=f"smooth{k + 1}"
-            )
+            factory.conv2d(self.channels, 3, f"smooth{k + 1}", activation="relu")
             for k in range(levels - 1)
         ]
         for lateral, shape in zip(self.laterals, input_shape, strict=True):

@@ -13,6 +13,7 @@ from lacss_core import ops as lops
 from lacss_core.models.auxnet import AuxNet
 from lacss_core.models.backbone import ResNetBackbone
 from lacss_core.models.fpn import FPN
+from lacss_core.models.initializers import host_zeros
 from lacss_core.models.lpn import LPNHead
 from lacss_core.models.normalization import check_normalization
 from lacss_core.models.presets import preset_config, preset_names
@@ -21,6 +22,18 @@ from lacss_core.ops._common import valid_rows
 
 # SPEC 1: inputs are zero padded bottom/right to a multiple of 32 (>= the coarsest stride, 16).
 PAD_MULTIPLE = 32
+
+
+def _portable_optimizer(compile_config: dict) -> dict:
+    """``compile_config`` with an optimizer that names a backend-specific module
+    (``keras.src.backend.<backend>...``) pointed at ``keras.optimizers`` instead."""
+    optimizer = compile_config.get("optimizer")
+    if isinstance(optimizer, dict) and str(optimizer.get("module", "")).startswith(
+        "keras.src.backend."
+    ):
+        optimizer = {**optimizer, "module": "keras.optimizers"}
+        return {**compile_config, "optimizer": optimizer}
+    return compile_config
 
 
 @keras.saving.register_keras_serializable(package="lacss")
@@ -165,6 +178,21 @@ class Lacss(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def compile_from_config(self, config):
+        """Compile a loaded model from its saved compile config (``keras.saving.load_model``).
+
+        As Keras' own, with two changes. An optimizer saved under another backend names that
+        backend's class (e.g. ``keras.src.backend.torch.optimizers.torch_adam``): Keras would
+        import torch under JAX and train with the torch optimizer, so the portable
+        ``keras.optimizers`` class of the same name is used instead. The optimizer's slots are
+        created on the host (``host_zeros``), not with one compiled program per weight shape.
+        """
+        config = _portable_optimizer(config)
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            with host_zeros():
+                self.optimizer.build(self.trainable_variables)
 
     @classmethod
     def presets(cls) -> list[str]:

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from lacss_core import _validation
+from lacss_core.models import factory
 from lacss_core.models.normalization import check_normalization, make_norm
 
 # Focal-loss prior (Lin et al. 2017): start every cell at score ~0.01 so the many negatives do
@@ -28,15 +29,13 @@ class LPNHead(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters = _validation.positive_int(filters, "filters")
         self.normalization = check_normalization(normalization)
-        self.conv1 = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name="conv1")
+        self.conv1 = factory.conv2d(filters, 3, "conv1", use_bias=False)
         self.norm1 = make_norm(normalization, filters, "norm1")
-        self.conv2 = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False, name="conv2")
+        self.conv2 = factory.conv2d(filters, 1, "conv2", use_bias=False)
         self.norm2 = make_norm(normalization, filters, "norm2")
         prior_logit = -math.log((1 - SCORE_PRIOR) / SCORE_PRIOR)
-        self.score = keras.layers.Conv2D(
-            1, 1, bias_initializer=keras.initializers.Constant(prior_logit), name="score"
-        )
-        self.offset = keras.layers.Conv2D(2, 1, name="offset")
+        self.score = factory.conv2d(1, 1, "score", bias_initializer=prior_logit)
+        self.offset = factory.conv2d(2, 1, "offset")
 
     def build(self, input_shape):
         hidden = (input_shape[0], None, None, self.filters)

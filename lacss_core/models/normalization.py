@@ -6,6 +6,8 @@ import math
 
 import keras
 
+from lacss_core.models.initializers import host
+
 NORMALIZATIONS = ("batch", "group", "layer")
 
 # PyTorch's BatchNorm epsilon (Keras defaults to 1e-3); the same value for all three kinds so a
@@ -30,13 +32,22 @@ def make_norm(normalization: str, channels: int, name: str) -> keras.layers.Laye
     works. ``"layer"``: LayerNormalization over the channel axis only (per pixel).
     """
     check_normalization(normalization)
+    scale_and_shift = {"gamma_initializer": host("ones"), "beta_initializer": host("zeros")}
     if normalization == "batch":
         return keras.layers.BatchNormalization(
-            axis=-1, momentum=BATCH_NORM_MOMENTUM, epsilon=NORM_EPSILON, name=name
+            axis=-1,
+            momentum=BATCH_NORM_MOMENTUM,
+            epsilon=NORM_EPSILON,
+            moving_mean_initializer=host("zeros"),
+            moving_variance_initializer=host("ones"),
+            name=name,
+            **scale_and_shift,
         )
     if normalization == "group":
         groups = math.gcd(MAX_GROUPS, channels)
         return keras.layers.GroupNormalization(
-            groups=groups, axis=-1, epsilon=NORM_EPSILON, name=name
+            groups=groups, axis=-1, epsilon=NORM_EPSILON, name=name, **scale_and_shift
         )
-    return keras.layers.LayerNormalization(axis=-1, epsilon=NORM_EPSILON, name=name)
+    return keras.layers.LayerNormalization(
+        axis=-1, epsilon=NORM_EPSILON, name=name, **scale_and_shift
+    )

@@ -7,6 +7,7 @@ from keras import ops
 
 from lacss_core import _validation
 from lacss_core import ops as lops
+from lacss_core.models import factory
 
 
 @keras.saving.register_keras_serializable(package="lacss")
@@ -70,19 +71,11 @@ class Segmentor(keras.layers.Layer):
                     f"centre_prior_sigma must be > 0 or None, got {centre_prior_sigma}"
                 )
         self.trunk = [
-            keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"trunk{i}")
-            for i in range(trunk_layers)
+            factory.conv2d(filters, 3, f"trunk{i}", activation="relu") for i in range(trunk_layers)
         ]
-        self.head_conv = keras.layers.Conv2D(
-            filters, 3, padding="same", activation="relu", name="head_conv"
-        )
-        self.head_upsample = keras.layers.Conv2DTranspose(
-            1,
-            3,
-            strides=2,
-            padding="same",
-            bias_initializer=keras.initializers.Constant(self.head_bias_init),
-            name="head_upsample",
+        self.head_conv = factory.conv2d(filters, 3, "head_conv", activation="relu")
+        self.head_upsample = factory.conv2d_transpose(
+            1, 3, "head_upsample", strides=2, bias_initializer=self.head_bias_init
         )
 
     @property

@@ -1,0 +1,60 @@
+"""The Keras layers the model is made of, created in one place so that every one of them gets
+host (NumPy) initializers (``lacss_core.models.initializers``: no XLA program per weight shape).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from lacss_core.models.initializers import host
+
+
+def conv2d(
+    filters: int,
+    size: int,
+    name: str,
+    *,
+    strides: int = 1,
+    activation=None,
+    use_bias: bool = True,
+    kernel_initializer="glorot_uniform",
+    bias_initializer="zeros",
+) -> keras.layers.Conv2D:
+    """``keras.layers.Conv2D`` with ``padding="same"`` (SPEC 2) and host initializers."""
+    return keras.layers.Conv2D(
+        filters,
+        size,
+        strides=strides,
+        padding="same",
+        activation=activation,
+        use_bias=use_bias,
+        kernel_initializer=host(kernel_initializer),
+        bias_initializer=host(bias_initializer),
+        name=name,
+    )
+
+
+def conv2d_transpose(
+    filters: int, size: int, name: str, *, strides: int, bias_initializer="zeros"
+) -> keras.layers.Conv2DTranspose:
+    """``keras.layers.Conv2DTranspose`` with ``padding="same"`` and host initializers."""
+    return keras.layers.Conv2DTranspose(
+        filters,
+        size,
+        strides=strides,
+        padding="same",
+        kernel_initializer=host("glorot_uniform"),
+        bias_initializer=host(bias_initializer),
+        name=name,
+    )
+
+
+def dense(units: int, name: str, *, activation=None) -> keras.layers.Dense:
+    """``keras.layers.Dense`` with host initializers."""
+    return keras.layers.Dense(
+        units,
+        activation=activation,
+        kernel_initializer=host("glorot_uniform"),
+        bias_initializer=host("zeros"),
+        name=name,
+    )
