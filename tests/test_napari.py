@@ -217,6 +217,13 @@ def test_segment_widget_gives_predict_instances_result(viewer, qtbot, cells, mod
     assert tuple(labels.scale) == tuple(points.scale) == (0.5, 0.5)
 
 
+def test_shipped_models_are_offered_first(viewer, monkeypatch):
+    monkeypatch.setattr(_models, "shipped_models", lambda: ["generalist"])
+    shipped = _models.ModelSource("shipped", "generalist")
+    assert SegmentWidget(viewer).model.value == shipped  # the default for segmenting
+    assert shipped in [source for _, source in _models.train_choices()]  # to fine-tune
+
+
 def test_errors_become_notifications(viewer, notifications):
     segment, train = SegmentWidget(viewer), TrainWidget(viewer)
     segment.controls.run_button.clicked()

@@ -1,9 +1,10 @@
 """The models the widgets offer, and loading them.
 
-A model is named by a :class:`ModelSource`: a ``.keras`` file, a model trained in this napari
-session (also a file), or a preset (an untrained architecture: random weights, useful to start
-training, not to segment). Models trained by the Train widget are added to :data:`registry`, whose
-``changed`` signal makes every model chooser list them at once.
+A model is named by a :class:`ModelSource`: a pretrained model shipped with lacss-core
+(``lacss_core.pretrained``, listed first and chosen by default), a ``.keras`` file, a model
+trained in this napari session (also a file), or a preset (an untrained architecture: random
+weights, useful to start training, not to segment). Models trained by the Train widget are
+added to :data:`registry`, whose ``changed`` signal makes every model chooser list them at once.
 
 Loaded files are kept (keyed by path and modification time) so that segmenting again does not
 reload and recompile; a model to be trained is always a fresh copy, since training changes it.
@@ -12,6 +13,7 @@ reload and recompile; a model to be trained is always a fresh copy, since traini
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import threading
 from pathlib import Path
 
@@ -19,18 +21,22 @@ from psygnal import Signal
 
 FILE = "file"
 PRESET = "preset"
+SHIPPED = "shipped"
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSource:
     """Where a model comes from: ``kind`` is ``"file"`` (``name`` is a path; empty means "the
-    file chosen in the widget") or ``"preset"`` (``name`` is a ``Lacss`` preset)."""
+    file chosen in the widget"), ``"preset"`` (``name`` is a ``Lacss`` preset) or ``"shipped"``
+    (``name`` is a pretrained model of ``lacss_core.pretrained``)."""
 
     kind: str
     name: str = ""
 
     def describe(self) -> str:
-        return Path(self.name).name if self.kind == FILE else f"preset {self.name}"
+        if self.kind == FILE:
+            return Path(self.name).name
+        return f"{self.kind} model {self.name}" if self.kind == SHIPPED else f"preset {self.name}"
 
 
 #: Stands for "the .keras file chosen in the widget's file field".
@@ -56,11 +62,21 @@ class _Registry:
 registry = _Registry()
 
 
+def shipped_models() -> list[str]:
+    """Names of the pretrained models this lacss-core ships (none before it ships any)."""
+    if importlib.util.find_spec("lacss_core.pretrained") is None:  # none shipped yet
+        return []
+    from lacss_core import pretrained
+
+    return list(pretrained.available())
+
+
 def segment_choices() -> list[tuple[str, ModelSource]]:
-    """Choices for segmenting: trained models, a file, then the untrained presets."""
+    """Choices for segmenting: shipped models, trained models, a file, the untrained presets."""
     from lacss_core.models import Lacss
 
-    choices = [(label, ModelSource(FILE, str(path))) for label, path in registry.trained.items()]
+    choices = [(f"{name} (shipped)", ModelSource(SHIPPED, name)) for name in shipped_models()]
+    choices += [(label, ModelSource(FILE, str(path))) for label, path in registry.trained.items()]
     choices.append(("a .keras file (below)", CHOSEN_FILE))
     choices += [(f"{name} (untrained)", ModelSource(PRESET, name)) for name in Lacss.presets()]
     return choices
@@ -72,11 +88,12 @@ DEFAULT_TRAIN_PRESET = "lacss_tiny"
 
 def train_choices() -> list[tuple[str, ModelSource]]:
     """Choices to start training from: new models of each preset (``DEFAULT_TRAIN_PRESET``
-    first), trained models, a file."""
+    first), shipped models (fine-tuning), trained models, a file."""
     from lacss_core.models import Lacss
 
     presets = sorted(Lacss.presets(), key=lambda name: name != DEFAULT_TRAIN_PRESET)
     choices = [(f"new {name}", ModelSource(PRESET, name)) for name in presets]
+    choices += [(f"{name} (shipped)", ModelSource(SHIPPED, name)) for name in shipped_models()]
     choices += [(label, ModelSource(FILE, str(path))) for label, path in registry.trained.items()]
     choices.append(("a .keras file (below)", CHOSEN_FILE))
     return choices
@@ -120,6 +137,7 @@ def load_for_training(source: ModelSource, *, weak: bool):
 
 
 def _cache_key(source: ModelSource) -> tuple:
+    """Files by path and modification time (a retrained file is reloaded), others by name."""
     if source.kind == FILE:
         return (FILE, source.name, Path(source.name).stat().st_mtime_ns)
     return (source.kind, source.name)
@@ -130,6 +148,10 @@ def _load(source: ModelSource):
         from lacss_core.models import Lacss
 
         return Lacss.from_preset(source.name)
+    if source.kind == SHIPPED:
+        from lacss_core import pretrained
+
+        return pretrained.load_pretrained(source.name)
     from lacss_core.cli.predict import load_model
 
     return load_model(source.name)
