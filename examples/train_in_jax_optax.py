@@ -49,8 +49,9 @@ def make_train_step(optimizer):
 
 def main(argv=None):
     args = parse_args(argv)
-    # Every batch has the same shapes (fixed crop size, max_instances rows, dropped remainder),
-    # so train_step compiles once.
+    # Every batch has the same image shapes (fixed crop size, dropped remainder); the locations
+    # have as many rows as the batch's cells need, rounded up to a power of two, so train_step
+    # compiles once per such bucket (bucket_instances=False: always max_instances rows).
     samples = SyntheticCells(args.images, size=2 * args.size, n_cells=12)
     dataset = LacssDataset(
         samples,

@@ -28,7 +28,7 @@ class LacssDataset(keras.utils.PyDataset):
         samples: a sequence of :class:`Sample` (a list, or a lazy
             :class:`~lacss_core.data.SyntheticCells`).
         batch_size: images per batch ``B``.
-        max_instances: Python int ``N``, rows of ``x["locations"]``.
+        max_instances: Python int, the most instances one training image may hold.
         supervision: ``"full"`` (``y = {"label"}``, samples need a label) or ``"weak"``
             (``y = {"mask"}``; labelled samples are converted to LOIs + mask).
         size: training size ``(Ht, Wt)`` (or one int) that every sample is cropped or zero-padded
@@ -36,6 +36,12 @@ class LacssDataset(keras.utils.PyDataset):
         augment: random flips, resize in ``scale_range`` and random crop, new every epoch.
         normalize: ``"range"`` (default), ``"standard"`` or ``None`` (images used as given).
         subsample: drop instances beyond ``max_instances`` instead of raising.
+        bucket_instances: ``x["locations"]`` of each batch has just enough rows for its fullest
+            image, rounded up to a power of two (at least 16, at most ``max_instances``; see
+            :func:`lacss_core.data.samples.instance_rows`), so the per-instance work of a
+            training step follows the cells, not ``max_instances``. The loss is unchanged (only
+            padding rows are cut); a compiled train step compiles once per bucket. ``False``:
+            always ``max_instances`` rows.
         shuffle: reorder the samples every epoch.
         drop_remainder: skip the last partial batch (keeps shapes static for compiled steps).
         seed: int seed of the order and the augmentation.
@@ -62,6 +68,7 @@ class LacssDataset(keras.utils.PyDataset):
         augment: bool = False,
         normalize: str | None = "range",
         subsample: bool = False,
+        bucket_instances: bool = True,
         shuffle: bool = True,
         drop_remainder: bool = True,
         seed: int = 0,
@@ -86,6 +93,7 @@ class LacssDataset(keras.utils.PyDataset):
         self.augment = augment
         self.normalize = normalize
         self.subsample = subsample
+        self.bucket_instances = bool(bucket_instances)
         self.shuffle = shuffle
         self.drop_remainder = drop_remainder
         self.seed = int(seed)
@@ -109,6 +117,7 @@ class LacssDataset(keras.utils.PyDataset):
             max_instances=self.max_instances,
             supervision=self.supervision,
             subsample=self.subsample,
+            bucket=self.bucket_instances,
         )
 
     def on_epoch_end(self):

@@ -20,6 +20,10 @@ from lacss_core import _validation
 
 SUPERVISIONS = ("full", "weak")
 
+#: Fewest LOI rows of a bucketed batch (see :func:`instance_rows`): a floor, so batches with a
+#: handful of cells share one compiled shape.
+MIN_INSTANCE_ROWS = 16
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Sample:
@@ -175,12 +179,25 @@ def _check_capacity(count, max_instances, subsample, where):
         )
 
 
+def instance_rows(count: int, max_instances: int, floor: int = MIN_INSTANCE_ROWS) -> int:
+    """LOI rows of a bucketed batch whose fullest image holds ``count`` instances.
+
+    The next power of two ``>= count``, at least ``floor``, at most ``max_instances``: the
+    per-instance layers and the segmentation losses then cost what the cells need, and a run
+    compiles its training step once per bucket (at most ``log2(max_instances / floor) + 1``
+    shapes), not once per cell count.
+    """
+    rows = max(int(floor), 1 << max(int(count) - 1, 0).bit_length())
+    return min(rows, int(max_instances))
+
+
 def batch_samples(
     samples: Sequence[Sample],
     *,
     max_instances: int,
     supervision: str = "full",
     subsample: bool = False,
+    bucket: bool = False,
 ):
     """Stack samples of one shape into a training batch ``(x, y)`` (contract format).
 
@@ -188,12 +205,18 @@ def batch_samples(
         samples: samples with identical ``(H, W, C)``; for ``supervision="full"`` each needs a
             label (relabelled sequentially here, LOIs recomputed as its centroids); for
             ``"weak"`` a label is converted to LOIs + mask, otherwise locations and mask are used.
-        max_instances: Python int ``N``, rows of ``x["locations"]``.
+        max_instances: Python int, the most instances an image may hold (see ``subsample``).
         supervision: ``"full"`` or ``"weak"``.
         subsample: drop instances beyond ``max_instances`` instead of raising.
+        bucket: ``x["locations"]`` gets only :func:`instance_rows` rows (the next power of two
+            covering the fullest image, at least ``MIN_INSTANCE_ROWS``) instead of
+            ``max_instances``. Valid rows come first in every image, so only padding is cut, and
+            padding rows contribute nothing to any loss (SPEC 8): the loss is the same, the cost
+            follows the cells.
     Returns:
         ``x = {"image": (B, H, W, C) float32, "locations": (B, N, 2) float32}`` and
-        ``y = {"label": (B, H, W) int32}`` (full) or ``{"mask": (B, H, W) float32}`` (weak).
+        ``y = {"label": (B, H, W) int32}`` (full) or ``{"mask": (B, H, W) float32}`` (weak);
+        ``N = max_instances``, or the bucket's rows with ``bucket=True``.
     """
     if supervision not in SUPERVISIONS:
         raise ValueError(f"supervision must be one of {SUPERVISIONS}, got {supervision!r}")
@@ -202,8 +225,14 @@ def batch_samples(
         raise ValueError("samples is empty")
     _check_same_shape(samples)
     if supervision == "full":
-        return _batch_full(samples, max_instances, subsample)
-    return _batch_weak(samples, max_instances, subsample)
+        x, y = _batch_full(samples, max_instances, subsample)
+    else:
+        x, y = _batch_weak(samples, max_instances, subsample)
+    if bucket:
+        count = int(valid_rows(x["locations"]).sum(axis=1).max())
+        rows = instance_rows(count, max_instances)
+        x["locations"] = np.ascontiguousarray(x["locations"][:, :rows])
+    return x, y
 
 
 def _batch_full(samples, max_instances, subsample):

@@ -12,6 +12,7 @@ from lacss_core.data import (
     pad_locations,
     relabel_sequential,
 )
+from lacss_core.data.samples import MIN_INSTANCE_ROWS, instance_rows
 
 # label 7 covers (0,0),(0,1); label 3 covers the 2x2 block at rows 2-3, cols 2-3
 LABEL = np.array(
@@ -104,6 +105,39 @@ def test_batch_weak_from_points_and_from_labels():
     np.testing.assert_array_equal(x["locations"][0], [[1, 1], [-1, -1]])
     np.testing.assert_array_equal(x["locations"][1], [[2.5, 2.5], [0.0, 0.5]])
     np.testing.assert_array_equal(y["mask"][1], label_to_mask(LABEL))
+
+
+def test_instance_rows_is_the_next_power_of_two_between_the_floor_and_the_capacity():
+    assert MIN_INSTANCE_ROWS == 16
+    counts = [0, 1, 16, 17, 32, 33, 100, 300, 600]
+    assert [instance_rows(n, 1024) for n in counts] == [16, 16, 16, 32, 32, 64, 128, 512, 1024]
+    assert instance_rows(300, 256) == 256  # never above the capacity
+    assert instance_rows(3, 8) == 8 and instance_rows(5, 64, floor=4) == 8
+
+
+def _cells(count, shape=(40, 40)):
+    """A label image with ``count`` one-pixel cells on a grid."""
+    label = np.zeros(shape, np.int32)
+    for n in range(count):
+        label[2 * (n // 20), 2 * (n % 20)] = n + 1
+    return Sample(np.zeros(shape), label=label)
+
+
+@pytest.mark.parametrize("supervision", ["full", "weak"])
+def test_bucketed_batch_cuts_only_padding_rows(supervision):
+    samples = [_cells(5), _cells(21), _cells(0)]
+    full_x, full_y = batch_samples(samples, max_instances=100, supervision=supervision)
+    x, y = batch_samples(samples, max_instances=100, supervision=supervision, bucket=True)
+    assert x["locations"].shape == (3, 32, 2) and x["locations"].flags.c_contiguous
+    np.testing.assert_array_equal(x["locations"], full_x["locations"][:, :32])
+    assert np.all(full_x["locations"][:, 32:] == -1)  # what was cut is padding only
+    np.testing.assert_array_equal(x["image"], full_x["image"])
+    for key in y:
+        np.testing.assert_array_equal(y[key], full_y[key])
+    x, _ = batch_samples(samples[:1], max_instances=100, supervision=supervision, bucket=True)
+    assert x["locations"].shape == (1, MIN_INSTANCE_ROWS, 2)
+    x, _ = batch_samples(samples, max_instances=24, supervision=supervision, bucket=True)
+    assert x["locations"].shape == (3, 24, 2)  # the capacity caps the bucket
 
 
 def test_batch_errors():
