@@ -25,6 +25,7 @@ import numpy as np
 
 from lacss_core import _validation
 from lacss_core._network import Network, Settings, model_channels
+from lacss_core.postprocess import clean_label, median_diameter
 from lacss_core.tiling import (
     TILE_ALIGN,
     TiledResult,
@@ -48,10 +49,12 @@ def predict_instances(
     *,
     min_score=None,
     nms_distance=None,
-    segmentation_threshold=0.5,
+    segmentation_threshold=None,
     min_area=0,
     scale=1.0,
-    normalize="range",
+    diameter=None,
+    normalize="model",
+    clean_masks=True,
     tile_size=None,
     tile_overlap=None,
     max_output=None,
@@ -74,14 +77,27 @@ def predict_instances(
         nms_distance: proposals closer than this many pixels to a better one are dropped
             (default: the model's ``nms_distance``, i.e. its LPN stride unless set).
         segmentation_threshold: a pixel belongs to a cell where its patch probability is ``>``
-            this, in ``[0, 1)``.
+            this, in ``[0, 1)`` (default: the model's ``segmentation_threshold``, 0.5 unless
+            calibrated).
         min_area: cells with fewer pixels than this (in the input's pixels, after overlaps are
             resolved) are removed; their pixels become background.
         scale: resize the image by this factor before inference (e.g. 2.0 when cells are half
             the size the model was trained on); results are mapped back to the input's pixels
             (label by nearest neighbour, locations as ``y = (y' + 0.5) / f - 0.5``).
-        normalize: ``"range"`` (to [0, 1], as in training), ``"standard"`` (zero mean, unit
-            variance) or ``None`` (the image is used as float32 unchanged).
+        diameter: the typical cell diameter in the image, in pixels, as cellpose's option: the
+            image is rescaled by ``model.train_diameter / diameter`` (the diameter the model was
+            trained for); or ``"auto"``: estimated from a first pass (the median equivalent
+            diameter of the cells found, refined by up to two more passes until the scale
+            changes by less than 10%; see ``docs/results.md`` for its accuracy). Give
+            ``diameter`` or ``scale``, not both. ``details["scale"]`` says the scale used.
+        normalize: ``"model"`` (default: the method the model was trained with, its
+            ``image_normalization``, ``"percentile"`` for new models), ``"percentile"`` (1st-99.8th
+            percentile to [0, 1], robust to outliers), ``"range"`` (min-max to [0, 1]),
+            ``"standard"`` (zero mean, unit variance) or ``None`` (the image is used as float32
+            unchanged); see ``lacss_core.data.normalize_image``.
+        clean_masks: keep each cell's largest 4-connected piece and fill its holes
+            (``lacss_core.postprocess.clean_label``) before ``min_area`` is applied; ``False``
+            gives the painted masks as they are.
         tile_size: side in pixels (of the scaled image) of the tiles used for images larger than
             it; images that fit are predicted whole. Default: from the model's capacity
             (``lacss_core.tiling.default_tile_size``: a tile densely packed with cells of half
@@ -106,9 +122,11 @@ def predict_instances(
         ``i + 1``: ``scores (n,)`` float32, ``locations (n, 2)`` float32 ``(y, x)`` pixels,
         ``areas (n,)`` int32 pixel counts, ``bboxes (n, 4)`` int32 ``(y0, x0, y1, x1)`` with
         ``y1, x1`` exclusive, ``saturated (n,)`` bool (found by a tile that stayed saturated);
-        and ``saturated_tiles``, an int: tiles that still reached the capacity at the smallest
-        tile size (cells may be missing there; a ``SaturationWarning`` says so). For a list
-        input, a list of labels and a list of details.
+        ``scale``, the float the image was rescaled by (and, with ``diameter="auto"``,
+        ``diameter``, the estimate in pixels, None if no cell was found); and
+        ``saturated_tiles``, an int: tiles that still reached the capacity at the smallest tile
+        size (cells may be missing there; a ``SaturationWarning`` says so). For a list input, a
+        list of labels and a list of details.
     Raises:
         ValueError: a bad image (ndim, channel count, empty, non-finite) or a bad option, naming it.
     """
@@ -120,7 +138,9 @@ def predict_instances(
         segmentation_threshold=segmentation_threshold,
         min_area=min_area,
         scale=scale,
+        diameter=diameter,
         normalize=normalize,
+        clean_masks=clean_masks,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         max_output=max_output,
@@ -135,10 +155,18 @@ def predict_instances(
     return _predict_one(model, image, "the image", **kwargs)
 
 
-def _predict_one(model, image, name, *, min_score, nms_distance, segmentation_threshold,
-                 min_area, scale, normalize, tile_size, tile_overlap, max_output,
-                 progress, channels):  # fmt: skip
+def _predict_one(model, image, name, *, scale, diameter, **options):
     """``predict_instances`` of one image; ``name`` says which in the saturation warning."""
+    scale = _diameter_scale(model, diameter, scale)
+    if scale != "auto":
+        return _predict_scaled(model, image, name, scale=scale, **options)
+    return _predict_auto_scale(model, image, name, **options)
+
+
+def _predict_scaled(model, image, name, *, min_score, nms_distance, segmentation_threshold,
+                    min_area, scale, normalize, clean_masks, tile_size, tile_overlap,
+                    max_output, progress, channels):  # fmt: skip
+    """``predict_instances`` of one image at a known scale."""
     network = Network.of(model)
     settings = _resolve_settings(
         network, min_score, nms_distance, segmentation_threshold, max_output
@@ -146,7 +174,8 @@ def _predict_one(model, image, name, *, min_score, nms_distance, segmentation_th
     min_area = _check_min_area(min_area)
     if progress not in (None, True, False):
         raise ValueError(f"progress must be None, True or False, got {progress!r}")
-    pixels = _prepare_image(image, network.channels, normalize, channels)
+    _check_clean_masks(clean_masks)
+    pixels = _prepare_image(image, network.channels, _normalization(model, normalize), channels)
     scaled, factors = _rescale(pixels, scale)
     tile, overlap = _tiling(scaled.shape[:2], tile_size, tile_overlap, network, settings)
     if tile is None:
@@ -162,7 +191,10 @@ def _predict_one(model, image, name, *, min_score, nms_distance, segmentation_th
             stacklevel=3,
         )
     ranks, locations = _unscale(result.ranks, result.locations, pixels.shape[:2], factors)
+    if clean_masks:
+        ranks = clean_label(ranks)
     label, details = _finalize(ranks, result.scores, locations, result.saturated, min_area)
+    details["scale"] = float(scale)
     details["saturated_tiles"] = result.saturated_tiles
     return label, details
 
@@ -218,6 +250,8 @@ def _resolve_settings(network, min_score, nms_distance, threshold, max_output=No
         min_score = model.min_score
     if nms_distance is None:
         nms_distance = network.default_nms_distance()
+    if threshold is None:
+        threshold = getattr(model, "segmentation_threshold", 0.5)
     if not _validation.is_number(min_score) or not 0 <= min_score <= 1:
         raise ValueError(f"min_score must be a number in [0, 1] (scores are), got {min_score!r}")
     if not _validation.is_number(nms_distance) or not 0 <= nms_distance < math.inf:
@@ -244,10 +278,12 @@ def check_options(
     *,
     min_score=None,
     nms_distance=None,
-    segmentation_threshold=0.5,
+    segmentation_threshold=None,
     min_area=0,
     scale=1.0,
-    normalize="range",
+    diameter=None,
+    normalize="model",
+    clean_masks=True,
     tile_size=None,
     tile_overlap=None,
     max_output=None,
@@ -260,8 +296,11 @@ def check_options(
         network, min_score, nms_distance, segmentation_threshold, max_output
     )
     _check_min_area(min_area)
-    _check_scale(scale)
-    _check_normalize(normalize)
+    scale = _diameter_scale(model, diameter, scale)
+    if scale != "auto":
+        _check_scale(scale)
+    _check_normalize(_normalization(model, normalize))
+    _check_clean_masks(clean_masks)
     _tiling((1, 1), tile_size, tile_overlap, network, settings)
     _check_channels_option(channels, network.channels)
 
@@ -275,8 +314,16 @@ def _is_nested_number_list(items) -> bool:
 
 
 def _check_normalize(normalize) -> None:
-    if normalize is not None and normalize not in ("range", "standard"):
-        raise ValueError(f"normalize must be 'range', 'standard' or None, got {normalize!r}")
+    """``normalize`` after ``_normalization``: one of ``METHODS`` or None."""
+    from lacss_core.data.normalize import METHODS
+
+    if normalize is not None and normalize not in METHODS:
+        raise ValueError(f"normalize must be 'model', one of {METHODS} or None, got {normalize!r}")
+
+
+def _check_clean_masks(clean_masks) -> None:
+    if clean_masks not in (True, False):
+        raise ValueError(f"clean_masks must be True or False, got {clean_masks!r}")
 
 
 CHANNELS_HELP = (
@@ -382,6 +429,15 @@ def _prepare_image(image, model_channels, normalize, channels=None) -> np.ndarra
     return normalize_image(array, normalize)
 
 
+def _normalization(model, normalize):
+    """The normalisation method ``normalize`` stands for (``"model"``: the model's own)."""
+    from lacss_core.data.normalize import DEFAULT_METHOD
+
+    if isinstance(normalize, str) and normalize == "model":
+        return getattr(model, "image_normalization", DEFAULT_METHOD)
+    return normalize
+
+
 def _tiling(shape, tile_size, tile_overlap, network, settings):
     """``(tile, overlap)`` in pixels; ``tile`` is None when the image is predicted whole."""
     crop_size = network.crop_size
@@ -404,6 +460,49 @@ def _tiling(shape, tile_size, tile_overlap, network, settings):
 
 
 # ---------------------------------------------------------------------------- scale
+# diameter="auto": passes at most, and the relative change of scale that ends them.
+AUTO_PASSES = 3
+AUTO_TOLERANCE = 0.1
+
+
+def _diameter_scale(model, diameter, scale):
+    """The scale ``diameter`` asks for (a float, or ``"auto"``), or ``scale`` without one."""
+    if diameter is None:
+        return scale
+    if not (_validation.is_number(scale) and scale == 1):
+        raise ValueError(f"pass diameter or scale, not both (got scale={scale!r})")
+    train_diameter = getattr(model, "train_diameter", None)
+    if train_diameter is None:
+        raise ValueError(
+            "diameter needs the cell diameter the model was trained for, and this model does "
+            "not record one (model.train_diameter is None): pass scale= instead, or set "
+            "model.train_diameter (e.g. lacss_core.postprocess.median_diameter(train_labels))"
+        )
+    if isinstance(diameter, str) and diameter == "auto":
+        return "auto"
+    if not _validation.is_number(diameter) or not 0 < diameter < math.inf:
+        raise ValueError(f"diameter must be a number of pixels > 0 or 'auto', got {diameter!r}")
+    return float(train_diameter) / float(diameter)
+
+
+def _predict_auto_scale(model, image, name, **options):
+    """``diameter="auto"``: predict at scale 1, rescale so the median cell diameter found matches
+    ``model.train_diameter``, and repeat (``AUTO_PASSES`` at most) until the scale settles;
+    ``details["diameter"]`` is the last estimate in input pixels (None if no cell was found)."""
+    scale, train_diameter = 1.0, float(model.train_diameter)
+    for attempt in range(1, AUTO_PASSES + 1):
+        label, details = _predict_scaled(model, image, name, scale=scale, **options)
+        measured = median_diameter(label)
+        details["diameter"] = measured
+        if measured is None or attempt == AUTO_PASSES:
+            break
+        wanted = train_diameter / measured
+        if abs(wanted / scale - 1) < AUTO_TOLERANCE:
+            break
+        scale = wanted
+    return label, details
+
+
 def _rescale(image, scale):
     """Resize ``(H, W, C)`` by ``scale`` (bilinear, pixel-area aligned); returns the factors used.
 

@@ -356,6 +356,9 @@ def train(
         callbacks: extra Keras callbacks; their "epochs" are steps.
         verbose: 0 silent; 1 prints a progress line about 20 times per run.
 
+    Before training, :func:`record_training_data` stores the data's normalisation and median cell
+    diameter in the model's config, for prediction.
+
     Returns:
         The history of the whole run (including steps before a resume): ``"step"`` (completed
         steps, 1-based) and one list per logged metric (``"loss"``, ``"lpn_loss"``, ...), each
@@ -380,6 +383,7 @@ def train(
     if seed is not None:
         keras.utils.set_random_seed(seed)
     model.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate))
+    record_training_data(model, train_data)  # before the run record, which holds the config
     record = run_record(model, model.optimizer, train_data, seed, run_info)
     run = dict(
         model=model,
@@ -441,6 +445,36 @@ def _fit(
             verbose=0,
         )
     return monitor.history
+
+
+#: Samples whose labels ``record_training_data`` measures (the first ones; enough for a median).
+DIAMETER_SAMPLES = 64
+
+
+def record_training_data(model: keras.Model, train_data) -> None:
+    """Record in ``model``'s config what prediction must repeat about the training images.
+
+    ``image_normalization`` becomes ``train_data.normalize`` (``LacssDataset``'s method), so
+    ``predict_instances`` normalises as in training. ``train_diameter``, if the model has none
+    yet, becomes the median equivalent cell diameter (pixels) of the labels of the first
+    ``DIAMETER_SAMPLES`` of ``train_data.samples`` (fully labelled samples only), so
+    ``predict_instances(diameter=...)`` can rescale images to it. Data without those attributes
+    (any other sequence of batches) leaves the model as it is.
+    """
+    from lacss_core.postprocess import median_diameter
+
+    if hasattr(train_data, "normalize") and hasattr(model, "image_normalization"):
+        model.image_normalization = train_data.normalize
+    samples = getattr(train_data, "samples", None)
+    if samples is None or getattr(model, "train_diameter", 0) is not None:
+        return
+    labels = []
+    for i in range(min(len(samples), DIAMETER_SAMPLES)):
+        label = getattr(samples[i], "label", None)
+        if label is None:
+            return  # points + masks: no cell sizes to measure
+        labels.append(label)
+    model.train_diameter = median_diameter(labels)
 
 
 def _check_positive(**values: int) -> None:
@@ -587,6 +621,7 @@ __all__ = [
     "evaluate_ap",
     "load_state",
     "plot_history",
+    "record_training_data",
     "save_model",
     "train",
 ]

@@ -164,6 +164,108 @@ def test_scale_maps_results_back(model):
     assert all(abs(area - np.pi * 2.5**2) < 12 for area in details["areas"])
 
 
+def test_the_model_threshold_is_the_default():
+    faint = FaintMarkerModel()  # patches of 0.7 inside the discs
+    image = marker_image((48, 48), [(20, 20, 0.9)])
+    assert segment(faint, image)[0].max() == 1  # the model's threshold 0.5
+    faint.segmentation_threshold = 0.8
+    assert segment(faint, image)[0].max() == 0
+    assert segment(faint, image, segmentation_threshold=0.6)[0].max() == 1
+
+
+class FaintMarkerModel(MarkerModel):
+    segmentation_threshold = 0.5
+
+    def segment_locations(self, shared_features, locations):
+        instances = super().segment_locations(shared_features, locations)
+        return {**instances, "patches": 0.7 * instances["patches"]}
+
+
+def test_clean_masks_keeps_one_piece_per_cell(model):
+    from lacss_core.postprocess import clean_label, count_defects
+
+    rng = np.random.default_rng(4)
+    image = marker_image((64, 64), random_markers(rng, (64, 64), 40, spacing=4.0))
+    raw, raw_details = segment(model, image, clean_masks=False, nms_distance=1.0)
+    assert count_defects(raw)["fragmented"] > 0  # the overlap rule cuts discs apart
+    label, details = segment(model, image, nms_distance=1.0)
+    assert count_defects(label)["fragmented"] == 0
+    expected = clean_label(raw)
+    kept = np.unique(expected[expected > 0])  # cells that kept a pixel, in rank order
+    np.testing.assert_array_equal(label, np.searchsorted(kept, expected) + (expected > 0))
+    np.testing.assert_array_equal(details["scores"], raw_details["scores"][kept - 1])
+    with pytest.raises(ValueError, match="clean_masks"):
+        segment(model, image, clean_masks="yes")
+
+
+def test_diameter_is_scale_from_the_training_diameter():
+    model = MarkerModel()
+    markers = [(20, 20, 0.9), (40, 44, 0.8)]
+    image = marker_image((64, 64), markers)
+    with pytest.raises(ValueError, match="train_diameter"):
+        segment(model, image, diameter=10)
+    model.train_diameter = 20.0
+    by_scale, scaled = segment(model, image, scale=2.0, min_score=0.3)
+    by_diameter, details = segment(model, image, diameter=10, min_score=0.3)
+    np.testing.assert_array_equal(by_diameter, by_scale)
+    assert details["scale"] == scaled["scale"] == 2.0
+    for bad, message in [(0, "diameter must be"), ("big", "diameter must be")]:
+        with pytest.raises(ValueError, match=message):
+            segment(model, image, diameter=bad)
+    with pytest.raises(ValueError, match="not both"):
+        segment(model, image, diameter=10, scale=2.0)
+
+
+class ConeModel(MarkerModel):
+    """Scale-equivariant stand-in: proposals are pixels scored by their value (as MarkerModel),
+    and a patch is the image itself around the proposal, so a cone of radius R segments (at the
+    threshold 0.5) as a disc of radius R / 2 at any scale."""
+
+    crop_size = 64
+    nms_distance = 8.0
+    min_score = 0.6
+    train_diameter = 24.0
+
+    def segment_locations(self, shared_features, locations):
+        crop = self.crop_size
+        batch, height, width = (int(n) for n in shared_features.shape[:3])
+        valid = ops.all(locations >= 0, axis=-1)
+        origins = ops.cast(2 * (ops.floor(locations / 2) - crop // 4), "int32")
+        rows = origins[..., 0:1] + ops.arange(crop, dtype="int32")  # (B, M, c)
+        cols = origins[..., 1:2] + ops.arange(crop, dtype="int32")
+        row_in = (rows >= 0) & (rows < height)
+        col_in = (cols >= 0) & (cols < width)
+        inside = row_in[..., :, None] & col_in[..., None, :] & valid[..., None, None]
+        rows, cols = ops.clip(rows, 0, height - 1), ops.clip(cols, 0, width - 1)
+        flat = rows[..., :, None] * width + cols[..., None, :]  # (B, M, c, c) pixel ids
+        pixels = ops.reshape(shared_features[..., 0], (batch, 1, -1))
+        values = ops.take_along_axis(pixels, ops.reshape(flat, (batch, 1, -1)), axis=-1)
+        patches = ops.reshape(values, flat.shape) * ops.cast(inside, "float32")
+        return {"patches": patches, "origins": origins, "valid": valid}
+
+
+def cone_image(shape, centres, radius):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    image = np.zeros(shape, np.float32)
+    for y, x in centres:
+        image = np.maximum(image, 1 - np.sqrt((yy - y) ** 2 + (xx - x) ** 2) / radius)
+    return image
+
+
+def test_auto_diameter_rescales_to_the_training_diameter():
+    model = ConeModel()
+    image = cone_image((96, 96), [(24, 24), (24, 70), (70, 40)], radius=12.0)  # cells ~12 px
+    label, details = segment(model, image)
+    assert label.max() == 3 and details["scale"] == 1.0
+    label, details = segment(model, image, diameter="auto")
+    assert label.max() == 3
+    assert details["diameter"] == pytest.approx(12.0, rel=0.1)
+    assert details["scale"] == pytest.approx(2.0, rel=0.1)  # train_diameter 24 / 12
+    model.train_diameter = 12.0  # already the size the model expects: one pass, scale 1
+    assert segment(model, image, diameter="auto")[1]["scale"] == 1.0
+    assert segment(model, np.zeros((32, 32)), diameter="auto")[1]["diameter"] is None
+
+
 @pytest.mark.parametrize(("shape", "overlap"), [((128, 128), 16), ((100, 90), 16), ((90, 100), 32)])
 def test_tiled_equals_whole(model, shape, overlap):
     # spacing 2.5 < nms_distance 3: NMS suppresses some markers, also across core edges;

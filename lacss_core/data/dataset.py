@@ -17,7 +17,7 @@ import numpy as np
 
 from lacss_core import _validation
 from lacss_core.data.augment import augment, fit_to_size
-from lacss_core.data.normalize import METHODS, normalize_image
+from lacss_core.data.normalize import DEFAULT_METHOD, METHODS, normalize_image
 from lacss_core.data.samples import SUPERVISIONS, Sample, batch_samples
 
 
@@ -34,7 +34,10 @@ class LacssDataset(keras.utils.PyDataset):
         size: training size ``(Ht, Wt)`` (or one int) that every sample is cropped or zero-padded
             to; ``None`` keeps the samples' size, which must then be the same for all.
         augment: random flips, resize in ``scale_range`` and random crop, new every epoch.
-        normalize: ``"range"`` (default), ``"standard"`` or ``None`` (images used as given).
+        normalize: ``"percentile"`` (default: 1st-99.8th percentile to [0, 1]), ``"range"``,
+            ``"standard"`` (see :func:`~lacss_core.data.normalize_image`) or ``None`` (images
+            used as given). ``lacss_core.train.train`` records it in the model
+            (``image_normalization``), so prediction normalises the same way.
         subsample: drop instances beyond ``max_instances`` instead of raising.
         bucket_instances: ``x["locations"]`` of each batch has just enough rows for its fullest
             image, rounded up to a power of two (at least 16, at most ``max_instances``; see
@@ -66,7 +69,7 @@ class LacssDataset(keras.utils.PyDataset):
         supervision: str = "full",
         size=None,
         augment: bool = False,
-        normalize: str | None = "range",
+        normalize: str | None = DEFAULT_METHOD,
         subsample: bool = False,
         bucket_instances: bool = True,
         shuffle: bool = True,

@@ -36,6 +36,24 @@ def _portable_optimizer(compile_config: dict) -> dict:
     return compile_config
 
 
+def _check_unit_interval(value, name: str) -> float:
+    if not _validation.is_number(value) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _check_image_normalization(value) -> str | None:
+    from lacss_core.data.normalize import METHODS
+
+    if value is not None and value not in METHODS:
+        raise ValueError(f"image_normalization must be one of {METHODS} or None, got {value!r}")
+    return value
+
+
+def _check_diameter(value) -> float | None:
+    return None if value is None else _validation.positive_number(value, "train_diameter")
+
+
 @keras.saving.register_keras_serializable(package="lacss")
 class Lacss(keras.Model):
     """LACSS: location proposals plus per-location instance patches (SPEC 2, 5-9).
@@ -51,6 +69,16 @@ class Lacss(keras.Model):
     additions to SPEC 2 that let weakly supervised training start from random weights (see
     ``Segmentor``; e.g. ``-4``, ``3`` px and ``12`` for the tiny model at crop 24); their
     defaults give the SPEC model.
+
+    Prediction defaults (``predict_instances`` uses them unless told otherwise; ``lacss
+    calibrate`` and training with validation data choose them, see ``lacss_core.calibrate``):
+    ``min_score``, ``nms_distance``, ``segmentation_threshold`` (a patch pixel is in the cell where
+    its probability is ``>`` this), ``image_normalization`` (the per-image intensity normalisation
+    the model was trained with, ``lacss_core.data.normalize_image``; None: images used as given),
+    ``train_diameter`` (the
+    median cell diameter in pixels of the training images as the network saw them, ``None`` if
+    unknown; ``predict_instances(diameter=...)`` rescales images by ``train_diameter / diameter``)
+    and ``calibration`` (a record of the last calibration: data, metric, scores; or ``None``).
 
     Use ``Lacss.from_preset("lacss_resnet50")`` (the paper) or ``"lacss_tiny"`` (tests, CPU demos).
     """
@@ -78,6 +106,7 @@ class Lacss(keras.Model):
         pre_nms_topk: int = 4096,
         max_output: int = 1024,
         min_score: float = 0.2,
+        segmentation_threshold: float = 0.5,
         train_max_output: int = 512,
         train_min_score: float = 0.0,
         nms_distance: float | None = None,
@@ -85,6 +114,9 @@ class Lacss(keras.Model):
         lpn_loss_weight: float = 1.0,
         seg_loss_weight: float = 1.0,
         boundary_loss_weight: float = 1.0,
+        image_normalization: str = "percentile",
+        train_diameter: float | None = None,
+        calibration: dict | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -101,6 +133,9 @@ class Lacss(keras.Model):
         self.max_output = _validation.positive_int(max_output, "max_output")
         self.train_max_output = _validation.positive_int(train_max_output, "train_max_output")
         self.min_score = _validation.non_negative(min_score, "min_score")
+        self.segmentation_threshold = _check_unit_interval(
+            segmentation_threshold, "segmentation_threshold"
+        )
         self.train_min_score = _validation.non_negative(train_min_score, "train_min_score")
         if nms_distance is not None:
             _validation.non_negative(nms_distance, "nms_distance")
@@ -111,6 +146,11 @@ class Lacss(keras.Model):
         self.boundary_loss_weight = _validation.non_negative(
             boundary_loss_weight, "boundary_loss_weight"
         )
+        self.image_normalization = _check_image_normalization(image_normalization)
+        self.train_diameter = _check_diameter(train_diameter)
+        if calibration is not None and not isinstance(calibration, dict):
+            raise ValueError(f"calibration must be a dict or None, got {calibration!r}")
+        self.calibration = calibration
 
         self.backbone = ResNetBackbone(
             stem_filters=stem_filters,
@@ -173,6 +213,10 @@ class Lacss(keras.Model):
             "lpn_loss_weight": self.lpn_loss_weight,
             "seg_loss_weight": self.seg_loss_weight,
             "boundary_loss_weight": self.boundary_loss_weight,
+            "segmentation_threshold": self.segmentation_threshold,
+            "image_normalization": self.image_normalization,
+            "train_diameter": self.train_diameter,
+            "calibration": self.calibration,
         }
 
     @classmethod
