@@ -20,6 +20,8 @@ def run_record(model, optimizer, train_data, seed, run_info=None) -> dict:
     """A JSON-able description of the run, compared key by key on resume."""
     config = dict(model.get_config())
     config.pop("name", None)  # Keras numbers the names of models built in one process
+    for key in getattr(model, "PREDICTION_SETTINGS", ()):  # not training: recorded from data
+        config.pop(key, None)
     return _plain(
         {
             "model": {"class": type(model).__name__, "config": config},

@@ -15,6 +15,7 @@ What keeps a folder of results trustworthy:
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import time
@@ -79,8 +80,8 @@ def add_predict_parser(subparsers) -> None:
     p.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
-        help="segmentation probability threshold in [0, 1) (default: %(default)s)",
+        help="segmentation probability threshold in [0, 1) (default: the model's, 0.5 unless "
+        "calibrated by `lacss calibrate` or `lacss train --validation`)",
     )
     p.add_argument(
         "--min-area", type=int, default=0, help="drop cells with fewer pixels (default: 0)"
@@ -93,10 +94,23 @@ def add_predict_parser(subparsers) -> None:
         "of the training cells; results are mapped back (default: 1)",
     )
     p.add_argument(
+        "--diameter",
+        type=parse_diameter,
+        help="typical cell diameter in pixels (instead of --scale: images are resized by the "
+        "model's training diameter / this), or 'auto' to estimate it from a first pass",
+    )
+    p.add_argument(
         "--normalize",
-        choices=("range", "standard", "none"),
-        default="range",
-        help="per-image intensity normalisation, as used in training (default: %(default)s)",
+        choices=("model", "percentile", "range", "standard", "none"),
+        default="model",
+        help="per-image intensity normalisation (default: the one the model was trained with, "
+        "percentile 1-99.8 for new models)",
+    )
+    p.add_argument(
+        "--no-clean-masks",
+        dest="clean_masks",
+        action="store_false",
+        help="keep the masks as painted (default: each cell's largest piece, holes filled)",
     )
     p.add_argument(
         "--channels",
@@ -165,6 +179,18 @@ def parse_channels(text: str | None):
     return indices
 
 
+def parse_diameter(text: str):
+    """``--diameter``: ``"auto"`` or a number of pixels."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of pixels or 'auto', got {text!r}"
+        ) from None
+
+
 def predict_options(args) -> dict:
     """The keyword arguments of ``predict_instances`` that the command line sets."""
     return dict(
@@ -173,7 +199,9 @@ def predict_options(args) -> dict:
         segmentation_threshold=args.threshold,
         min_area=args.min_area,
         scale=args.scale,
+        diameter=args.diameter,
         normalize=None if args.normalize == "none" else args.normalize,
+        clean_masks=args.clean_masks,
         tile_size=args.tile_size,
         tile_overlap=args.tile_overlap,
         max_output=args.max_output,
@@ -193,6 +221,7 @@ def _cli_message(error: ValueError) -> str:
         ("tile_size", "--tile-size"),
         ("max_output", "--max-output"),
         ("scale", "--scale"),
+        ("diameter", "--diameter"),
     ):
         if text.startswith(name):
             return option + text[len(name) :]

@@ -83,6 +83,16 @@ class Lacss(keras.Model):
     Use ``Lacss.from_preset("lacss_resnet50")`` (the paper) or ``"lacss_tiny"`` (tests, CPU demos).
     """
 
+    #: Config entries that only prediction reads (set from the training data or by calibration):
+    #: a training run is the same run whatever they hold.
+    PREDICTION_SETTINGS = (
+        "min_score",
+        "segmentation_threshold",
+        "image_normalization",
+        "train_diameter",
+        "calibration",
+    )
+
     def __init__(
         self,
         stem_filters=(24, 64),

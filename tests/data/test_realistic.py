@@ -200,7 +200,9 @@ def test_lazy_dataset_streams_seeded_samples_into_batches():
     np.testing.assert_array_equal(cells[-1].label, cells[5].label)
     with pytest.raises(IndexError):
         cells[6]
-    data = LacssDataset(cells, batch_size=2, max_instances=40, size=(64, 64), augment=True)
+    data = LacssDataset(
+        cells, batch_size=2, max_instances=40, size=(64, 64), augment=True, normalize="range"
+    )
     x, y = data[0]
     assert x["image"].shape == (2, 64, 64, 1) and x["image"].dtype == np.float32
     assert 0.0 <= x["image"].min() and x["image"].max() <= 1.0
