@@ -149,6 +149,18 @@ def _errors(got: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
     return float(diff.max()), float(np.where(diff == 0, 0.0, rel).max())
 
 
+def _tolerance_use(got: np.ndarray, expected: np.ndarray, rtol: float, atol: float):
+    """How much of ``atol + rtol * |expected|`` the worst entry uses (``<= 1`` passes, as
+    ``np.allclose``), and how many entries pass only thanks to ``atol`` (their error exceeds
+    ``rtol * |expected|``)."""
+    if got.size == 0:
+        return 0.0, 0
+    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    scale = np.abs(expected.astype(np.float64))
+    used = float((diff / (atol + rtol * scale)).max())
+    return used, int(np.count_nonzero(diff > rtol * scale))
+
+
 def _dtype_kind(a: np.ndarray) -> str:
     return {"b": "bool", "i": "int", "u": "int", "f": "float"}[a.dtype.kind]
 
@@ -175,9 +187,11 @@ def assert_conforms(name, args, kwargs=None, mode="eager", *, exact=()):
         abs_err, rel_err = _errors(g, e)
         if discrete:
             ok, tolerance = bool(np.array_equal(g, e)), "exact"
+            used, by_atol = (0.0 if ok else None), 0
         else:
             ok = bool(np.allclose(g, e, rtol=tol.FLOAT_RTOL, atol=tol.FLOAT_ATOL))
             tolerance = f"rtol {tol.FLOAT_RTOL:g} atol {tol.FLOAT_ATOL:g}"
+            used, by_atol = _tolerance_use(g, e, tol.FLOAT_RTOL, tol.FLOAT_ATOL)
         _record(
             function=name,
             output=i,
@@ -186,6 +200,8 @@ def assert_conforms(name, args, kwargs=None, mode="eager", *, exact=()):
             max_abs=abs_err,
             max_rel=rel_err,
             tolerance=tolerance,
+            used=used,
+            by_atol=by_atol,
             passed=ok,
         )
         assert ok, (
@@ -205,6 +221,12 @@ def backend_grad(name, args, kwargs, wrt: int, mode: str) -> np.ndarray:
 
 def finite_difference(name, args, kwargs, wrt: int, step: float = tol.FD_STEP) -> np.ndarray:
     """Central differences of the float64 oracle w.r.t. positional argument ``wrt``."""
+    return _finite_difference(name, args, kwargs, wrt, step)[0]
+
+
+def _finite_difference(name, args, kwargs, wrt: int, step: float):
+    """Central differences and the largest ``|loss|`` evaluated (which bounds their rounding
+    error: each difference quotient is off by about ``eps * |loss| / step``)."""
     fn = getattr(oracle, name)
     base = [
         a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
@@ -212,26 +234,39 @@ def finite_difference(name, args, kwargs, wrt: int, step: float = tol.FD_STEP) -
     ]
     x = base[wrt]
     grad = np.zeros_like(x)
+    largest = 0.0
     for idx in np.ndindex(x.shape):
         for sign in (1.0, -1.0):
             xs = x.copy()
             xs[idx] += sign * step
             base[wrt] = xs
-            grad[idx] += sign * float(fn(*base, **(kwargs or {}))) / (2 * step)
+            value = float(fn(*base, **(kwargs or {})))
+            largest = max(largest, abs(value))
+            grad[idx] += sign * value / (2 * step)
     base[wrt] = x
-    return grad
+    return grad, largest
+
+
+def grad_atol(expected: np.ndarray, largest_loss: float) -> float:
+    """The absolute tolerance of one gradient case: ``GRAD_ATOL_FRACTION`` of the largest
+    gradient entry (float32 round-off of entries that are 0 in exact arithmetic), and never less
+    than the rounding error of the finite differences themselves
+    (``FD_ROUNDING * |loss| / FD_STEP``, which matters only for gradients near 0)."""
+    floor = tol.GRAD_ATOL_FRACTION * float(np.abs(expected).max(initial=0.0))
+    return max(floor, tol.FD_ROUNDING * largest_loss / tol.FD_STEP, 1e-15)
 
 
 def assert_grad_conforms(name, args, kwargs=None, mode="eager", *, wrt=0):
     """Backend autodiff of ``ops.<name>`` vs float64 finite differences of the oracle."""
     got = backend_grad(name, args, kwargs, wrt, mode)
-    expected = finite_difference(name, args, kwargs, wrt)
+    expected, largest_loss = _finite_difference(name, args, kwargs, wrt, tol.FD_STEP)
     where = f"grad {name} wrt arg {wrt} ({mode})"
     repro = reproducer(name, args, kwargs)
     assert got.shape == expected.shape, f"{where}: shape {got.shape} != {expected.shape}{repro}"
-    atol = tol.GRAD_ATOL_FRACTION * max(float(np.abs(expected).max(initial=0.0)), 1e-12)
+    atol = grad_atol(expected, largest_loss)
     ok = bool(np.allclose(got, expected, rtol=tol.GRAD_RTOL, atol=atol))
     abs_err, rel_err = _errors(got, expected)
+    used, by_atol = _tolerance_use(got, expected, tol.GRAD_RTOL, atol)
     tolerance = f"rtol {tol.GRAD_RTOL:g} atol {atol:.2g}"
     _record(
         function=name,
@@ -241,7 +276,15 @@ def assert_grad_conforms(name, args, kwargs=None, mode="eager", *, wrt=0):
         max_abs=abs_err,
         max_rel=rel_err,
         tolerance=tolerance,
+        atol=atol,
+        max_grad=float(np.abs(expected).max(initial=0.0)),
+        used=used,
+        by_atol=by_atol,
+        entries=int(expected.size),
         passed=ok,
     )
-    assert ok, f"{where}: max abs {abs_err:.3g} max rel {rel_err:.3g} ({tolerance}){repro}"
+    assert ok, (
+        f"{where}: max abs {abs_err:.3g} max rel {rel_err:.3g} ({tolerance}; {used:.2f} of it "
+        f"used, {by_atol} entries within atol only){repro}"
+    )
     return got

@@ -4,12 +4,17 @@ Discrete outputs (NMS selections and order, target masks, patch origins, label i
 exactly. Float outputs and losses are compared with the float64 oracle at FLOAT_RTOL / FLOAT_ATOL.
 Loss gradients (backend autodiff in float32) are compared with central finite differences of the
 float64 oracle at GRAD_RTOL; GRAD_ATOL_FRACTION of the largest gradient entry absorbs entries that
-are zero up to float32 round-off.
+are zero up to float32 round-off, and the absolute tolerance is never below the finite differences'
+own rounding error, FD_ROUNDING * |loss| / FD_STEP (a float64 loss of size |loss| is evaluated to
+a few eps; only gradients of order 1e-9 and below notice). The runner's table reports, per case,
+the absolute tolerance that applied, how much of the tolerance the worst entry used, and how many
+entries passed only thanks to the absolute tolerance.
 """
 
 FLOAT_RTOL = 1e-5
 FLOAT_ATOL = 1e-6
 
 GRAD_RTOL = 1e-3
-GRAD_ATOL_FRACTION = 1e-3
+GRAD_ATOL_FRACTION = 1e-4  # the worst case in docs/conformance.md uses 6% of its tolerance
 FD_STEP = 1e-6  # central-difference step on float64 inputs
+FD_ROUNDING = 4 * 2.0**-52  # a few float64 eps: the relative rounding error of one loss value

@@ -160,8 +160,15 @@ def test_scale_maps_results_back(model):
     label, details = segment(model, image, scale=2.0, min_score=0.3)
     assert label.shape == (64, 64)
     np.testing.assert_allclose(details["locations"], [[20, 20], [40, 44]], atol=0.75)
-    # discs of radius 5 scaled-image pixels are 2.5 input pixels
-    assert all(abs(area - np.pi * 2.5**2) < 12 for area in details["areas"])
+    # Each cell is a disc of radius 5 around its location (ys, xs) in the scaled image; the label
+    # image comes back by nearest sampling, input pixel i reading scaled pixel 2i + 1 (the centre
+    # of its 2 x 2 block), so its area is the number of those centres inside the disc, about
+    # pi * 2.5**2 = 19.6 (16 here: the disc is centred on a pixel corner of the input).
+    rows, cols = np.mgrid[:64, :64]
+    for (y, x), area in zip(details["locations"], details["areas"], strict=True):
+        ys, xs = 2 * y + 0.5, 2 * x + 0.5  # the inverse of predict's (s + 0.5) / 2 - 0.5
+        inside = (2 * rows + 1 - ys) ** 2 + (2 * cols + 1 - xs) ** 2 <= RADIUS**2
+        assert area == inside.sum() == 16
 
 
 def test_the_model_threshold_is_the_default():

@@ -7,6 +7,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import references as ref
 
 from lacss_core import ops as lops
 from lacss_core.models import Lacss, Segmentor
@@ -34,18 +35,18 @@ def _logits(probabilities):
 
 
 def test_defaults_are_the_spec_head():
-    """Zero bias and no prior: the patch is the sigmoid of the two head layers alone."""
+    """Zero bias and no prior: the patch is the sigmoid of the two head layers alone, as the
+    NumPy reference of ``references.py`` computes them from the layer's weights."""
     segmentor = _built()
     assert segmentor.head_bias_init == 0.0 and segmentor.centre_prior_sigma is None
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(segmentor.head_upsample.bias), [0.0])
     features, location_patches = _head_inputs()
-    x = keras.ops.concatenate([features, location_patches], axis=-1)
-    x = keras.ops.reshape(x, (3, CROP // 2, CROP // 2, 6))
-    expected = keras.ops.sigmoid(segmentor.head_upsample(segmentor.head_conv(x)))
+    location_patches = keras.ops.convert_to_numpy(location_patches)
+    expected = ref.segmentor_head(segmentor, features.astype(np.float64), location_patches)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(segmentor.decode_patches(features, location_patches)),
-        keras.ops.convert_to_numpy(expected).reshape(1, 3, CROP, CROP),
-        rtol=1e-6,
+        expected,
+        atol=1e-6,
     )
 
 

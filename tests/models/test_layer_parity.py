@@ -1,18 +1,19 @@
 """Per-layer parity with small NumPy references, for the layers where backends are known to differ.
 
+The references are in ``references.py``, shared with the value tests of ``test_layers.py``.
+
 "same" padding with stride 2 is asymmetric (TensorFlow convention: the extra row/column goes
 bottom/right), Conv2DTranspose "same" crops its full output in a convention of its own, and
-BatchNorm has two modes plus a moving-average update. Each reference below is written from those
+BatchNorm has two modes plus a moving-average update. Each reference is written from those
 definitions, in float64, and the Keras layer must match it on the current backend.
 """
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 import pytest
+from references import conv2d_same, conv2d_transpose_same
 
 from lacss_core.models import ChannelAttention, upsample2x_nearest
 from lacss_core.models.normalization import BATCH_NORM_MOMENTUM, NORM_EPSILON, make_norm
@@ -24,42 +25,6 @@ def _rng(seed=0):
     return np.random.default_rng(seed)
 
 
-def conv2d_same_reference(x, kernel, bias, stride):
-    """Correlation with "same" padding: output ``ceil(H/stride)``, total padding
-    ``max((out-1)*stride + k - H, 0)`` of which ``total // 2`` goes on top/left."""
-    _, height, width, _ = x.shape
-    kh, kw = kernel.shape[:2]
-    out_h, out_w = math.ceil(height / stride), math.ceil(width / stride)
-    pad_h = max((out_h - 1) * stride + kh - height, 0)
-    pad_w = max((out_w - 1) * stride + kw - width, 0)
-    xp = np.pad(
-        x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
-    )
-    out = np.zeros((x.shape[0], out_h, out_w, kernel.shape[-1]))
-    for a in range(kh):
-        for b in range(kw):
-            window = xp[:, a : a + stride * out_h : stride, b : b + stride * out_w : stride]
-            out += np.einsum("nhwc,cf->nhwf", window, kernel[a, b])
-    return out + bias
-
-
-def conv2d_transpose_same_reference(x, kernel, bias, stride):
-    """Adjoint of the "same" strided correlation, output ``stride * H``: input pixel ``i`` adds
-    ``x[i] * kernel[a]`` at full-output row ``i*stride + a``; the full output is then cropped by
-    ``(k - stride) // 2`` on top/left. ``kernel`` is ``(kh, kw, out, in)`` as Keras stores it."""
-    batch, height, width, _ = x.shape
-    kh, kw, filters, _ = kernel.shape
-    full = np.zeros((batch, (height - 1) * stride + kh, (width - 1) * stride + kw, filters))
-    for a in range(kh):
-        for b in range(kw):
-            contribution = np.einsum("nhwc,fc->nhwf", x, kernel[a, b])
-            full[:, a : a + stride * height : stride, b : b + stride * width : stride] += (
-                contribution
-            )
-    top, left = max(kh - stride, 0) // 2, max(kw - stride, 0) // 2
-    return full[:, top : top + stride * height, left : left + stride * width] + bias
-
-
 @pytest.mark.parametrize("size", [(8, 8), (7, 10)])
 @pytest.mark.parametrize("kernel_size", [1, 3])
 def test_strided_same_conv_matches_reference(size, kernel_size):
@@ -69,7 +34,7 @@ def test_strided_same_conv_matches_reference(size, kernel_size):
     layer.bias.assign(_rng(1).normal(size=4).astype("float32"))
     got = keras.ops.convert_to_numpy(layer(x))
     kernel, bias = (np.asarray(w.numpy(), np.float64) for w in layer.weights)
-    np.testing.assert_allclose(got, conv2d_same_reference(x, kernel, bias, 2), atol=ATOL)
+    np.testing.assert_allclose(got, conv2d_same(x, kernel, bias, 2), atol=ATOL)
 
 
 @pytest.mark.parametrize("size", [(4, 4), (3, 5)])
@@ -81,7 +46,7 @@ def test_strided_same_conv_transpose_matches_reference(size):
     got = keras.ops.convert_to_numpy(layer(x))
     kernel, bias = (np.asarray(w.numpy(), np.float64) for w in layer.weights)
     assert got.shape == (2, 2 * size[0], 2 * size[1], 2)
-    np.testing.assert_allclose(got, conv2d_transpose_same_reference(x, kernel, bias, 2), atol=ATOL)
+    np.testing.assert_allclose(got, conv2d_transpose_same(x, kernel, bias, 2), atol=ATOL)
 
 
 def test_upsample2x_nearest_matches_reference():

@@ -1,12 +1,15 @@
-"""Output shapes, argument checks and JSON-identical config round trips of every model layer."""
+"""Every model layer against its NumPy reference (``references.py``), output shapes, argument
+checks, and configs that hold every constructor argument and survive a round trip."""
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import keras
 import numpy as np
 import pytest
+import references as ref
 
 from lacss_core.models import (
     FPN,
@@ -56,21 +59,33 @@ def test_backbone_blocks_per_stage_and_strides(run):
     assert [b.strides for b in backbone.blocks] == [2, 1, 2, 2, 1, 1]
 
 
-def test_bottleneck_projects_only_when_shape_changes():
-    identity = Bottleneck(4, strides=1, expansion=2)
-    out = identity(np.ones((1, 6, 6, 8), "float32"))
-    assert tuple(out.shape) == (1, 6, 6, 8) and not identity.projects
-    strided = Bottleneck(4, strides=2, expansion=2)
-    out = strided(np.ones((1, 6, 6, 8), "float32"))
-    assert tuple(out.shape) == (1, 3, 3, 8) and strided.projects
+ATOL = 1e-4  # float32 layers against float64 references, O(1) values through a few convs
 
 
-def test_fpn_shapes(run):
-    features = [np.ones((1, 16 // 2**k, 24 // 2**k, 8 * 2**k), "float32") for k in range(4)]
+@pytest.mark.parametrize(
+    ("strides", "in_channels", "projects"), [(1, 8, False), (2, 8, True), (1, 6, True)]
+)
+def test_bottleneck_matches_reference(strides, in_channels, projects, run):
+    block = Bottleneck(4, strides=strides, expansion=2, attention_reduction=2)
+    block.build((None, None, None, in_channels))
+    ref.randomise(block, seed=1)
+    x = _image(7, 6, in_channels)
+    got = run(block, x, training=False)
+    assert block.projects == projects
+    assert got.shape == (2, -(-7 // strides), -(-6 // strides), 8)
+    np.testing.assert_allclose(got, ref.bottleneck(block, x.astype(np.float64)), atol=ATOL)
+
+
+def test_fpn_matches_reference(run):
+    features = [_image(16 // 2**k, 24 // 2**k, 8 * 2**k, batch=1) for k in range(4)]
     fpn = FPN(12)
     fpn.build([f.shape for f in features])
+    ref.randomise(fpn, seed=2)
     outputs = run(fpn, features)
     assert _shapes(outputs) == [(1, 16 // 2**k, 24 // 2**k, 12) for k in range(4)]
+    expected = ref.fpn(fpn, [f.astype(np.float64) for f in features])
+    for level, (got, want) in enumerate(zip(outputs, expected, strict=True)):
+        np.testing.assert_allclose(got, want, atol=ATOL, err_msg=f"P{level + 1}")
 
 
 def test_fpn_coarsest_level_is_the_plain_lateral():
@@ -81,12 +96,32 @@ def test_fpn_coarsest_level_is_the_plain_lateral():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(outputs[1]), lateral, rtol=1e-6)
 
 
-def test_lpn_head_shapes_and_ranges(run):
+def test_lpn_head_matches_reference(run):
     lpn = LPNHead(16)
     lpn.build((None, None, None, 32))
-    scores, offsets = run(lpn, _image(8, 12, 32), training=False)
+    ref.randomise(lpn, seed=3)
+    x = _image(8, 12, 32)
+    scores, offsets = run(lpn, x, training=False)
     assert scores.shape == (2, 8, 12) and offsets.shape == (2, 8, 12, 2)
-    assert np.all((scores > 0) & (scores < 1))
+    want_scores, want_offsets = ref.lpn_head(lpn, x.astype(np.float64))
+    np.testing.assert_allclose(scores, want_scores, atol=ATOL)
+    np.testing.assert_allclose(offsets, want_offsets, atol=ATOL)
+
+
+@pytest.mark.parametrize("prior", [None, 3.0], ids=["spec", "centre_prior"])
+def test_segmentor_matches_reference(prior, run):
+    segmentor = Segmentor(
+        filters=8, trunk_layers=2, crop_size=16, centre_prior_sigma=prior, centre_prior_scale=2.0
+    )
+    segmentor.build((None, None, None, 6))
+    ref.randomise(segmentor, seed=4)
+    features = _image(12, 10, 6, batch=1)  # the stride-2 map of a 24 x 20 image
+    # inside, at the border (part of the window off the map), both parities, and padding
+    locations = np.array([[[5.0, 7.0], [0.0, 18.0], [23.0, 2.0], [-1.0, -1.0]]], "float32")
+    got = run(segmentor, features, locations)
+    assert got.shape == (1, 4, 16, 16)
+    expected = ref.segmentor(segmentor, features.astype(np.float64), locations)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_segmentor_head_on_cropped_inputs():
@@ -140,6 +175,94 @@ def test_auxnet_shape():
 def test_bad_arguments_raise_value_error_naming_them(factory, message):
     with pytest.raises(ValueError, match=message):
         factory()
+
+
+# A non-default value for every constructor argument of every layer: the config must hold each
+# one and give it back (a key missing from get_config would fall back to the default).
+NON_DEFAULTS = {
+    ChannelAttention: dict(reduction=4),
+    Bottleneck: dict(
+        filters=8, strides=2, expansion=2, normalization="group", attention_reduction=4
+    ),
+    ResNetBackbone: dict(
+        stem_filters=[4, 8],
+        stage_blocks=[1, 2],
+        stage_widths=[4, 8],
+        expansion=2,
+        normalization="layer",
+        attention_reduction=2,
+    ),
+    FPN: dict(channels=24),
+    LPNHead: dict(filters=32, normalization="group"),
+    Segmentor: dict(
+        filters=8,
+        trunk_layers=2,
+        crop_size=24,
+        head_bias_init=-4.0,
+        centre_prior_sigma=3.0,
+        centre_prior_scale=5.0,
+    ),
+    AuxNet: dict(filters=8, num_layers=3),
+    Lacss: dict(
+        stem_filters=[4, 8],
+        stage_blocks=[1, 1, 1],
+        stage_widths=[4, 8, 8],
+        expansion=2,
+        attention_reduction=2,
+        normalization="group",
+        fpn_channels=8,
+        lpn_level=2,
+        lpn_filters=8,
+        segmentor_filters=4,
+        segmentor_trunk_layers=1,
+        crop_size=16,
+        segmentor_head_bias_init=-4.0,
+        centre_prior_sigma=3.0,
+        centre_prior_scale=6.0,
+        use_auxnet=True,
+        auxnet_filters=4,
+        auxnet_layers=2,
+        pre_nms_topk=256,
+        max_output=32,
+        min_score=0.3,
+        train_max_output=16,
+        train_min_score=0.1,
+        nms_distance=5.0,
+        mix_distance=8.0,
+        lpn_loss_weight=2.0,
+        seg_loss_weight=0.5,
+        boundary_loss_weight=0.25,
+    ),
+}
+
+
+def _init_defaults(cls) -> dict:
+    parameters = inspect.signature(cls.__init__).parameters
+    return {
+        name: p.default
+        for name, p in parameters.items()
+        if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize("cls", list(NON_DEFAULTS), ids=lambda cls: cls.__name__)
+def test_config_holds_every_constructor_argument_and_round_trips_it(cls):
+    defaults = _init_defaults(cls)
+    values = NON_DEFAULTS[cls]
+    assert set(values) == set(defaults), "NON_DEFAULTS must name every constructor argument"
+    for name, value in values.items():
+        assert _plain(value) != _plain(defaults[name]), f"{name} is its default"
+    layer = cls(**values)
+    config = layer.get_config()
+    assert set(defaults) <= set(config), f"missing from get_config: {set(defaults) - set(config)}"
+    assert {name: _plain(config[name]) for name in values} == values
+    rebuilt = keras.layers.deserialize(json.loads(json.dumps(keras.layers.serialize(layer))))
+    assert type(rebuilt) is cls
+    assert {name: _plain(rebuilt.get_config()[name]) for name in values} == values
 
 
 LAYERS = {
