@@ -568,6 +568,7 @@ def _place_cells(rng, world: _World, shape) -> list[_Cell]:
             cells.extend(_special_nuclei(rng, world, points[i], radii[i]))
         else:
             cells.append(_random_shape(rng, world, points[i], radii[i]))
+    cells = cells[: world.max_cells]  # a dividing pair counts two
     _assign_appearance(rng, world, cells)
     return cells
 

@@ -17,6 +17,19 @@ PRESETS: dict[str, dict] = {
         "segmentor_filters": 64,
         "crop_size": 96,
     },
+    # The shipped generalist (lacss_core.pretrained): CPU inference between tiny and the paper's
+    # model (docs/model_card.md), cells of about 8-64 px diameter (crop 64).
+    "lacss_small": {
+        "stem_filters": [16, 32],
+        "stage_blocks": [1, 2, 2, 1],
+        "stage_widths": [24, 48, 96, 192],
+        "expansion": 4,
+        "fpn_channels": 64,
+        "lpn_level": 3,
+        "lpn_filters": 128,
+        "segmentor_filters": 32,
+        "crop_size": 64,
+    },
     # Tests and CPU demos on 64-256 px images: same structure, one block per stage, narrow.
     "lacss_tiny": {
         "stem_filters": [8, 16],

@@ -290,7 +290,7 @@ def test_config_round_trip_is_json_identical(name):
 def test_presets_build_and_override():
     model = Lacss.from_preset("lacss_tiny", crop_size=16, lpn_level=2)
     assert model.crop_size == 16 and model.lpn_stride == 4
-    assert Lacss.presets() == ["lacss_resnet50", "lacss_tiny"]
+    assert Lacss.presets() == ["lacss_resnet50", "lacss_small", "lacss_tiny"]
     paper = Lacss.from_preset("lacss_resnet50")
     assert paper.get_config()["stage_blocks"] == [3, 4, 6, 3]
     assert paper.lpn_stride == 8 and paper.crop_size == 96 and paper.max_output == 1024
