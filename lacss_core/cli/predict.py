@@ -54,14 +54,17 @@ def add_predict_parser(subparsers) -> None:
         "others. Z-stacks and time series (from the file's axes metadata) are refused unless "
         "you pick a plane (--plane) or segment every plane (--stack-mode per-plane: a label "
         "stack, an overlay TIFF stack and one table with a plane column).",
-        epilog="example: lacss predict model.keras images/ extra/*.tif -o results/",
+        epilog="example: lacss predict images/ -o results/ (the shipped generalist), or "
+        "lacss predict model.keras images/ extra/*.tif -o results/",
     )
     p.add_argument(
         "model",
         metavar="MODEL",
-        help="a model saved by Keras (.keras file, e.g. from `lacss train` or `lacss demo`), or a "
-        "preset name (lacss_tiny, lacss_resnet50) for an UNTRAINED model with random weights, "
-        "useful only to try the pipeline",
+        nargs="?",
+        help="a shipped pretrained model (generalist, the default when MODEL is left out; see "
+        "docs/model_card.md), a model saved by Keras (.keras file, e.g. from `lacss train` or "
+        "`lacss demo`), or a preset name (lacss_tiny, lacss_small, lacss_resnet50) for an "
+        "UNTRAINED model with random weights, useful only to try the pipeline",
     )
     p.add_argument(
         "inputs",
@@ -247,6 +250,10 @@ def check_predict_args(args, model) -> dict:
 def model_identity(name_or_path: str) -> dict:
     """What the results depend on about the model: a preset name, or the file's SHA-256 (so a
     moved or renamed model file is still the same model)."""
+    from lacss_core import pretrained
+
+    if pretrained.has_weights(name_or_path):
+        return {"pretrained": name_or_path, "sha256": pretrained.info(name_or_path)["sha256"]}
     path = Path(name_or_path)
     if not path.is_file():
         return {"preset": name_or_path}
@@ -265,13 +272,14 @@ def run_predict(args) -> int:
     from lacss_core._lock import FolderLock
 
     own_outputs = (OUTPUT_SUFFIXES["label"], OUTPUT_SUFFIXES["overlay"], STACK_OVERLAY_SUFFIX)
-    files, failures = expand_inputs(args.inputs, IMAGE_EXTENSIONS, skip=own_outputs)
+    model_name, inputs = split_model_argument(args.model, args.inputs)
+    files, failures = expand_inputs(inputs, IMAGE_EXTENSIONS, skip=own_outputs)
     for failure in failures:
         report(f"error: {failure}")
     if not files:
         report("error: no input images found")
         return 1
-    model = load_model(args.model)
+    model = load_model(model_name)
     options = check_predict_args(args, model)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
@@ -285,12 +293,12 @@ def run_predict(args) -> int:
         remove_stale_temporaries(out_dir)
         log = ResultLog(out_dir)
         settings = {
-            "model": model_identity(args.model),
+            "model": model_identity(model_name),
             "options": options,
             "plane": args.plane,
             "stack_mode": args.stack_mode,
         }
-        run_id = log.start(settings, overwrite=args.overwrite, model=args.model)
+        run_id = log.start(settings, overwrite=args.overwrite, model=model_name)
         kinds = [k for k in OUTPUT_SUFFIXES if k not in ("coco", "rois") or getattr(args, k)]
         done, skipped, saturated, seen = 0, 0, 0, {}
         for path in tqdm(files, desc="lacss predict", unit="image"):
@@ -328,10 +336,33 @@ def run_predict(args) -> int:
     return 1 if failures else 0
 
 
+def split_model_argument(model, inputs) -> tuple[str, list[str]]:
+    """``(model, inputs)``: MODEL is optional, so a first argument that is an input (an existing
+    image file or folder, or a glob pattern) and names no model is the first input, and the
+    default model (``lacss_core.pretrained.DEFAULT_MODEL``) segments them all."""
+    from lacss_core import pretrained
+
+    if model is None:
+        return pretrained.DEFAULT_MODEL, list(inputs)
+    path = Path(model)
+    pattern = any(char in model for char in "*?[")
+    is_input = (path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS or pattern) and (
+        model not in pretrained.available()
+    )
+    if is_input:
+        return pretrained.DEFAULT_MODEL, [model, *inputs]
+    return model, list(inputs)
+
+
 def load_model(name_or_path: str):
-    """A ``Lacss`` model from a ``.keras`` file or, for a preset name, with random weights."""
+    """A ``Lacss`` model: a shipped pretrained model, a ``.keras`` file or, for a preset name,
+    one with random weights."""
+    from lacss_core import pretrained
     from lacss_core._model_file import load_lacss_model
     from lacss_core.models import Lacss
+
+    if name_or_path in pretrained.available():
+        return pretrained.load_pretrained(name_or_path)
 
     path = Path(name_or_path)
     if path.exists() or name_or_path.endswith(".keras"):
@@ -340,7 +371,10 @@ def load_model(name_or_path: str):
         report(f"warning: {name_or_path} is an untrained preset: random weights, random output")
         return Lacss.from_preset(name_or_path)
     presets = ", ".join(Lacss.presets())
-    raise ValueError(f"model {name_or_path!r} is neither a .keras file nor a preset ({presets})")
+    raise ValueError(
+        f"model {name_or_path!r} is neither a .keras file nor a preset ({presets}) nor a "
+        f"pretrained model ({', '.join(pretrained.available())})"
+    )
 
 
 # ---------------------------------------------------------------------------- one file

@@ -254,11 +254,19 @@ class Lacss(keras.Model):
         return preset_names()
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> Lacss:
-        """A new (randomly initialised) model from a named config, with keyword overrides.
+    def from_preset(cls, name: str, weights: str | None = None, **overrides) -> Lacss:
+        """A new model from a named config, with keyword overrides: randomly initialised, or
+        with ``weights``, the name of a shipped pretrained model (``lacss_core.pretrained``,
+        e.g. ``Lacss.from_preset("lacss_small", weights="generalist")``), built and loaded with
+        the inference settings stored with it (``overrides`` win).
 
-        Raises ``ValueError`` for an unknown preset (listing the names) or an unknown override.
+        Raises ``ValueError`` for an unknown preset (listing the names), an unknown override,
+        or weights that are unknown, of another preset or do not fit the overridden model.
         """
+        if weights is not None:
+            from lacss_core import pretrained
+
+            overrides = {**pretrained.info(weights).get("config", {}), **overrides}
         config = preset_config(name)
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
         unknown = sorted(set(overrides) - accepted - {"name", "dtype", "trainable"})
@@ -266,7 +274,10 @@ class Lacss(keras.Model):
             raise ValueError(f"unknown Lacss arguments in overrides: {unknown}")
         config.update(overrides)
         config.setdefault("name", name)
-        return cls(**config)
+        model = cls(**config)
+        if weights is not None:
+            pretrained.load_into(model, name, weights)
+        return model
 
     # ------------------------------------------------------------------ geometry
     @property
