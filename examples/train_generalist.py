@@ -1,0 +1,399 @@
+"""Train the shipped generalist (``lacss_small`` + ``weights="generalist"``) on realistic
+synthetic microscopy, evaluate it per modality on held-out synthetic sets, and install it.
+
+Usage::
+
+    python examples/train_generalist.py --out runs/generalist --steps 20000 \\
+        [--time-budget 28800] [--install]
+
+Training streams fresh images from ``lacss_core.data.RealisticCells`` (a mix of fluorescence
+nuclei, cytoplasm/membrane, brightfield and phase contrast; the image for step ``t`` is a pure
+function of ``(seed, t)``), fully supervised, with Adam and a warm-up + cosine learning-rate
+schedule over ``--steps``. It runs in ``lacss_core.train.train``: checkpoints every
+``--checkpoint-every`` steps in ``OUT/ckpt`` and resumes exactly where it stopped when the same
+command is run again (after a crash, a kill, or the ``--time-budget`` stop, which ends the run
+cleanly at a checkpoint once the budget would be exceeded before the next one). The best model on a
+mixed validation set (AP50) is kept as ``OUT/ckpt/best.keras``.
+
+At the end (all steps done, or the budget spent) it evaluates the last and the best model on
+held-out sets per modality (seeds never used for training or validation) and writes into OUT:
+
+- ``model.keras`` (the chosen model: the last or ``best.keras``, whichever scores the higher
+  validation AP50 once the BatchNorm statistics of both are recalibrated on ``--bn-batches``
+  fresh batches) and ``generalist.weights.h5``;
+- ``metrics.json``: AP50 / AP75 / mAP, F1 at IoU 0.5 and the mean matched IoU per modality, for
+  the best and last models (and ``--baseline`` models, e.g. the demo's), with the run's settings;
+- ``history.json`` and ``training_curve.png``.
+
+``--install`` copies the weights into ``lacss_core/pretrained/`` and records them (SHA-256,
+settings, metrics, ``--status``) in its ``models.json``, so ``Lacss.from_preset("lacss_small",
+weights="generalist")`` and ``lacss predict`` use them. ``--evaluate-only`` skips training and
+evaluates the current checkpoint (or ``--init``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from lacss_core.data import LacssDataset, RealisticCells
+from lacss_core.data.realistic import MODALITIES
+from lacss_core.metrics import coco_mask_ap, object_accuracy
+from lacss_core.models import Lacss
+from lacss_core.predict import model_channels, predict_instances
+from lacss_core.train import BEST_FILE, evaluate_ap, load_state, plot_history, train
+
+PRETRAINED = Path(__file__).resolve().parents[1] / "lacss_core" / "pretrained"
+# Seeds: training uses (seed, i), validation seed + 1000, tests seed + 2000 + modality, the
+# BatchNorm recalibration seed + 3000.
+VALIDATION_OFFSET, TEST_OFFSET, CALIBRATION_OFFSET = 1000, 2000, 3000
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output folder (checkpoints, model, metrics)")
+    p.add_argument("--preset", default="lacss_small")
+    p.add_argument("--name", default="generalist", help="name of the installed model")
+    p.add_argument("--steps", type=int, default=20000, help="total optimizer steps of the run")
+    p.add_argument("--time-budget", type=float, help="seconds of training in this invocation")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--size", type=int, default=256, help="training crop side, pixels")
+    p.add_argument("--max-instances", type=int, default=128, help="cells per training image")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="peak Adam learning rate")
+    p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
+    p.add_argument("--diameter", type=float, nargs=2, default=(8.0, 64.0), metavar=("LOW", "HIGH"))
+    p.add_argument(
+        "--modalities",
+        nargs="+",
+        default=["nuclei=0.35", "cytoplasm=0.25", "brightfield=0.15", "phase=0.25"],
+        help="training mix, NAME=WEIGHT",
+    )
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--validate-every", type=int, default=500)
+    p.add_argument("--validation-images", type=int, default=16, help="mixed, for best.keras")
+    p.add_argument("--test-images", type=int, default=24, help="per modality, held out")
+    p.add_argument("--test-size", type=int, default=256)
+    p.add_argument(
+        "--bn-batches",
+        type=int,
+        default=50,
+        help="batches for recalibrating BatchNorm statistics before evaluation (0: off)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="a .keras model to start from (fine-tuning) instead of random")
+    p.add_argument("--baseline", nargs="*", default=[], help=".keras models to evaluate too")
+    p.add_argument("--evaluate-only", action="store_true")
+    p.add_argument("--install", action="store_true", help="install into lacss_core/pretrained")
+    p.add_argument("--status", default="", help="status line stored with the installed model")
+    args = p.parse_args(argv)
+    args.mix = _parse_mix(p, args.modalities)
+    return args
+
+
+def _parse_mix(parser, items) -> dict[str, float]:
+    mix = {}
+    for item in items:
+        name, _, weight = item.partition("=")
+        if name not in MODALITIES:
+            parser.error(f"--modalities: unknown modality {name!r}; choose from {MODALITIES}")
+        try:
+            mix[name] = float(weight or 1)
+        except ValueError:
+            parser.error(f"--modalities: {item!r} is not NAME=WEIGHT")
+    return mix
+
+
+# ---------------------------------------------------------------------------------- data
+def data_config(args) -> dict:
+    """The ``RealisticCells`` settings shared by training, validation and test sets."""
+    return dict(size=args.size, diameter=tuple(args.diameter), max_cells=args.max_instances)
+
+
+def training_data(args) -> LacssDataset:
+    stream = RealisticCells(
+        args.steps * args.batch_size, seed=args.seed, modality=args.mix, **data_config(args)
+    )
+    return LacssDataset(
+        stream,
+        batch_size=args.batch_size,
+        max_instances=args.max_instances,
+        supervision="full",
+        size=(args.size, args.size),
+        augment=True,
+        seed=args.seed,
+    )
+
+
+def validation_data(args) -> RealisticCells:
+    return RealisticCells(
+        args.validation_images, seed=args.seed + VALIDATION_OFFSET, modality=args.mix,
+        **data_config(args),
+    )  # fmt: skip
+
+
+def test_sets(args) -> dict[str, RealisticCells]:
+    """Held-out images per modality, at ``--test-size`` (no cell cap: real images have none)."""
+    config = {**data_config(args), "size": args.test_size, "max_cells": None}
+    return {
+        m: RealisticCells(args.test_images, seed=args.seed + TEST_OFFSET + k, modality=m, **config)
+        for k, m in enumerate(MODALITIES)
+    }
+
+
+# ---------------------------------------------------------------------------------- model
+def new_model(args) -> Lacss:
+    if args.init:
+        return keras.saving.load_model(args.init)
+    keras.utils.set_random_seed(args.seed)
+    return Lacss.from_preset(args.preset)
+
+
+def optimizer(args) -> keras.optimizers.Optimizer:
+    """Adam with a linear warm-up to ``--learning-rate`` and a cosine decay to 5 % of it."""
+    warmup = min(args.warmup, max(args.steps - 1, 0))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else args.learning_rate,
+        decay_steps=max(args.steps - warmup, 1),
+        alpha=0.05,
+        warmup_target=args.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    return keras.optimizers.Adam(schedule, global_clipnorm=5.0)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops ``fit`` right after a checkpoint when the next one would end past the budget, so
+    a rerun of the same command resumes with nothing lost."""
+
+    def __init__(self, budget_s: float | None, checkpoint_every: int):
+        super().__init__()
+        self.budget_s, self.every = budget_s, checkpoint_every
+        self.start = time.perf_counter()
+        self.steps_done, self.stopped = 0, False
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.steps_done += 1
+        if self.budget_s is None or (epoch + 1) % self.every:
+            return
+        elapsed = time.perf_counter() - self.start
+        per_step = elapsed / self.steps_done
+        if elapsed + per_step * self.every > self.budget_s:
+            self.model.stop_training = self.stopped = True
+
+
+def run_training(args, ckpt: str) -> dict:
+    model = new_model(args)
+    budget = TimeBudget(args.time_budget, args.checkpoint_every)
+    start = time.perf_counter()
+    history = train(
+        model,
+        training_data(args),
+        steps=args.steps,
+        optimizer=optimizer(args),
+        checkpoint_dir=ckpt,
+        checkpoint_every=args.checkpoint_every,
+        validation_data=validation_data(args),
+        validate_every=args.validate_every,
+        seed=args.seed,
+        callbacks=[budget],
+    )
+    seconds = time.perf_counter() - start
+    done = history["step"][-1] if history.get("step") else 0
+    print(f"trained to step {done}/{args.steps}: {budget.steps_done} steps in {seconds:.0f} s "
+          f"({seconds / max(budget.steps_done, 1):.2f} s/step, validation and checkpoints "
+          "included)" + (" -- stopped by the time budget; rerun to resume" if budget.stopped
+                         else ""))  # fmt: skip
+    return history
+
+
+def recalibrate_batch_norm(model, data, batches: int) -> None:
+    """Precise BatchNorm: set every BatchNormalization layer's moving mean and variance to the
+    average of its batch statistics over ``batches`` training-mode forward passes (no weight
+    changes). The moving averages (momentum 0.99) trail the weights, and after a short run still
+    hold part of their initial values, so inference would run on statistics the trained weights
+    never saw."""
+    norms = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    if not norms or batches < 1:
+        return
+    saved = [layer.momentum for layer in norms]
+    try:
+        for k in range(batches):
+            for layer in norms:
+                layer.momentum = k / (k + 1)  # a running mean over the batches seen so far
+            x, _ = data[k % len(data)]
+            model.dense_forward(keras.ops.convert_to_tensor(x["image"]), training=True)
+    finally:
+        for layer, momentum in zip(norms, saved, strict=True):
+            layer.momentum = momentum
+
+
+def calibration_data(args) -> LacssDataset:
+    """Training-like batches from seeds no other set uses, for ``recalibrate_batch_norm``."""
+    stream = RealisticCells(
+        max(args.bn_batches, 1) * args.batch_size, seed=args.seed + CALIBRATION_OFFSET,
+        modality=args.mix, **data_config(args),
+    )  # fmt: skip
+    return LacssDataset(
+        stream, batch_size=args.batch_size, max_instances=args.max_instances,
+        size=(args.size, args.size), shuffle=False,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- evaluation
+def evaluate(model, sets: dict[str, RealisticCells]) -> dict[str, dict]:
+    """Per modality: COCO AP50/AP75/mAP, F1 at IoU 0.5, mean matched IoU, seconds per image."""
+    results = {}
+    for modality, samples in sets.items():
+        preds, truths, scores = [], [], []
+        start = time.perf_counter()
+        for sample in samples:
+            label, details = predict_instances(model, sample.image)
+            preds.append(label)
+            truths.append(sample.label)
+            scores.append(details["scores"])
+        seconds = (time.perf_counter() - start) / len(samples)
+        ap = coco_mask_ap(preds, truths, scores)
+        acc = object_accuracy(preds, truths, 0.5)
+        results[modality] = {
+            "ap50": ap.ap50,
+            "ap75": ap.ap75,
+            "map": ap.map,
+            "f1": acc.f1,
+            "mean_matched_iou": acc.mean_matched_iou,
+            "cells_true": int(sum(int(t.max()) for t in truths)),
+            "cells_found": int(sum(int(p.max()) for p in preds)),
+            "seconds_per_image": seconds,
+        }
+    return results
+
+
+def print_metrics(title: str, metrics: dict) -> None:
+    print(f"\n{title}\n| modality | AP50 | AP75 | mAP | F1@0.5 | matched IoU | found / true |")
+    print("|---|---|---|---|---|---|---|")
+    for modality, m in metrics.items():
+        print(f"| {modality} | {m['ap50']:.3f} | {m['ap75']:.3f} | {m['map']:.3f} | "
+              f"{m['f1']:.3f} | {m['mean_matched_iou']:.3f} | {m['cells_found']} / "
+              f"{m['cells_true']} |")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- outputs
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    tmp = target.with_name(f".tmp-{target.name}")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def save_model(model, out: Path, name: str) -> Path:
+    """``OUT/model.keras`` and the weights-only ``OUT/NAME.weights.h5`` (what is shipped)."""
+    tmp = out / ".tmp-model.keras"
+    model.save(tmp)
+    os.replace(tmp, out / "model.keras")
+    weights = out / f"{name}.weights.h5"
+    tmp = out / f".tmp-{name}.weights.h5"
+    model.save_weights(tmp)
+    os.replace(tmp, weights)
+    return weights
+
+
+def install(args, weights: Path, channels: int, metrics: dict, steps: int) -> None:
+    """Copy the weights into the package and record them in ``models.json``."""
+    target = PRETRAINED / weights.name
+    _atomic_copy(weights, target)
+    registry_path = PRETRAINED / "models.json"
+    registry = json.loads(registry_path.read_text()) if registry_path.exists() else {}
+    registry[args.name] = {
+        "preset": args.preset,
+        "weights": target.name,
+        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+        "channels": channels,
+        "config": {},
+        "normalize": "range",
+        "diameter_range": list(args.diameter),
+        "training": {
+            "data": "lacss_core.data.RealisticCells",
+            "modalities": args.mix,
+            "steps": steps,
+            "batch_size": args.batch_size,
+            "size": args.size,
+            "max_instances": args.max_instances,
+            "learning_rate": args.learning_rate,
+            "seed": args.seed,
+            "command": "python examples/train_generalist.py " + " ".join(sys.argv[1:]),
+        },
+        "heldout_metrics": {m: {k: round(v, 4) for k, v in r.items()} for m, r in metrics.items()},
+        "status": args.status,
+        "card": "docs/model_card.md",
+    }
+    _atomic_json(registry_path, registry)
+    print(f"installed {args.name} ({target.stat().st_size / 2**20:.1f} MB) into {PRETRAINED}")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = str(out / "ckpt")
+    print(f"backend {keras.backend.backend()}, preset {args.preset}, mix {args.mix}")
+    if not args.evaluate_only:
+        history = run_training(args, ckpt)
+        _atomic_json(out / "history.json", history)
+        if history.get("step"):
+            plot_history(history, str(out / "training_curve.png"))
+    state = load_state(ckpt)
+    if state is None and not args.init:
+        raise SystemExit(f"nothing to evaluate: no checkpoint in {ckpt} and no --init")
+    candidates = {"last": os.path.join(ckpt, state["checkpoint"]) if state else args.init}
+    if os.path.exists(os.path.join(ckpt, BEST_FILE)):
+        candidates["best"] = os.path.join(ckpt, BEST_FILE)
+    candidates.update({f"baseline {b}": b for b in args.baseline})
+    sets, calibration, validation = test_sets(args), calibration_data(args), validation_data(args)
+    metrics, models, validation_ap50 = {}, {}, {}
+    for label, path in candidates.items():
+        models[label] = keras.saving.load_model(path)
+        if not label.startswith("baseline"):
+            recalibrate_batch_norm(models[label], calibration, args.bn_batches)
+            validation_ap50[label] = evaluate_ap(models[label], validation)["ap50"]
+        metrics[label] = evaluate(models[label], sets)
+        print_metrics(f"held-out synthetic, {label} model ({path})", metrics[label])
+    # the better on the validation set (never the test sets); a tie goes to the later model
+    chosen = max(
+        validation_ap50, key=lambda k: (np.nan_to_num(validation_ap50[k], nan=-1), k == "last")
+    )
+    model = models[chosen]
+    weights = save_model(model, out, args.name)
+    steps = state["step"] if state else 0
+    _atomic_json(out / "metrics.json", {
+        "chosen": chosen, "validation_ap50": validation_ap50, "steps": steps,
+        "settings": vars(args), "metrics": metrics,
+        "test_images_per_modality": args.test_images, "test_size": args.test_size,
+    })  # fmt: skip
+    print(
+        f"\nchose the {chosen} model (validation AP50 {validation_ap50[chosen]:.3f}); "
+        f"wrote {out / 'model.keras'}, {weights}, metrics.json"
+    )
+    if args.install:
+        install(args, weights, int(model_channels(model)), metrics[chosen], steps)
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
