@@ -154,7 +154,10 @@ def new_model(args) -> Lacss:
     if args.init:
         return keras.saving.load_model(args.init)
     keras.utils.set_random_seed(args.seed)
-    return Lacss.from_preset(args.preset)
+    # the diameter `predict_instances(diameter=...)` rescales to: the middle (geometric mean) of
+    # the trained range; the normalisation is the model's default, as LacssDataset's
+    low, high = args.diameter
+    return Lacss.from_preset(args.preset, train_diameter=round(float(np.sqrt(low * high)), 1))
 
 
 def optimizer(args) -> keras.optimizers.Optimizer:
@@ -314,8 +317,9 @@ def save_model(model, out: Path, name: str) -> Path:
     return weights
 
 
-def install(args, weights: Path, channels: int, metrics: dict, steps: int) -> None:
+def install(args, model, weights: Path, metrics: dict, steps: int) -> None:
     """Copy the weights into the package and record them in ``models.json``."""
+    channels = int(model_channels(model))
     target = PRETRAINED / weights.name
     _atomic_copy(weights, target)
     registry_path = PRETRAINED / "models.json"
@@ -326,7 +330,8 @@ def install(args, weights: Path, channels: int, metrics: dict, steps: int) -> No
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
         "channels": channels,
         "config": {},
-        "normalize": "range",
+        "image_normalization": model.image_normalization,
+        "train_diameter": model.train_diameter,
         "diameter_range": list(args.diameter),
         "training": {
             "data": "lacss_core.data.RealisticCells",
@@ -391,7 +396,7 @@ def main(argv=None) -> None:
         f"wrote {out / 'model.keras'}, {weights}, metrics.json"
     )
     if args.install:
-        install(args, weights, int(model_channels(model)), metrics[chosen], steps)
+        install(args, model, weights, metrics[chosen], steps)
 
 
 if __name__ == "__main__":
