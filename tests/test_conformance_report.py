@@ -57,7 +57,7 @@ def test_table_reports_atol_range_used_share_and_cases_within_atol_only():
     assert [r["used"] for r in listed] == [0.9]
     text = runner.markdown(runner.summarise(rows), listed)
     assert "| used | cases within atol only |" in text
-    assert "| boundary_loss | d/darg0 | jax | eager | 4.00e-06 | 4.0e-09 |" in text
+    assert "| boundary_loss | d/darg0 | jax | eager | 4.00e-05 | 4.0e-09 |" in text
     assert "| 3 of 16 | 0.90 |" in text
 
 

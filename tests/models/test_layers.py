@@ -232,6 +232,10 @@ NON_DEFAULTS = {
         lpn_loss_weight=2.0,
         seg_loss_weight=0.5,
         boundary_loss_weight=0.25,
+        segmentation_threshold=0.4,
+        image_normalization=None,
+        train_diameter=12.0,
+        calibration={"metric": "ap50", "scores": [0.5]},
     ),
 }
 
