@@ -233,6 +233,12 @@ class RealisticCells(Sequence):
             raise IndexError(f"index {i} out of range for {self.n} realistic samples")
         return realistic_cells((self.seed, int(i) % self.n), self.config)
 
+    def fingerprint(self) -> dict:
+        """What the samples depend on, for the resume record of ``lacss_core.train.train``: the
+        images are generated, so a content hash is not needed (it would draw every image)."""
+        config = dataclasses.asdict(self.config)
+        return {"type": "RealisticCells", "n": self.n, "seed": self.seed, "config": config}
+
 
 # ============================================================================ config checks
 def _shape(size) -> tuple[int, int]:

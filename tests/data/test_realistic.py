@@ -229,3 +229,14 @@ def test_bad_config_names_the_problem(kwargs, match):
         RealisticConfig(**kwargs)
     with pytest.raises(ValueError, match=match):
         RealisticCells(3, **kwargs)
+
+
+def test_fingerprint_describes_the_stream_without_drawing_it(monkeypatch):
+    """The resume record of train() must not render a million images to hash them."""
+    from lacss_core.data import realistic
+
+    monkeypatch.setattr(realistic, "realistic_cells", lambda *a, **k: pytest.fail("drew an image"))
+    big = RealisticCells(10**6, seed=3, modality="nuclei")
+    assert big.fingerprint() == RealisticCells(10**6, seed=3, modality="nuclei").fingerprint()
+    assert big.fingerprint() != RealisticCells(10**6, seed=4, modality="nuclei").fingerprint()
+    assert big.fingerprint() != RealisticCells(10**6, seed=3, modality="phase").fingerprint()
