@@ -41,7 +41,12 @@ def add_train_parser(subparsers) -> None:
     g.add_argument("--steps", type=int, default=1000, help="default: %(default)s")
     g.add_argument("--batch-size", type=int, default=4, help="default: %(default)s")
     g.add_argument(
-        "--size", type=int, default=256, help="training crop side in pixels (default: %(default)s)"
+        "--size",
+        type=int,
+        default=256,
+        help="side in pixels of the random crops every step trains on, taken from the images "
+        "with probability proportional to their area; smaller images are zero-padded (default: "
+        "%(default)s)",
     )
     g.add_argument(
         "--max-instances",
@@ -161,14 +166,6 @@ def _check_writable(folder: Path, option: str) -> None:
         raise ValueError(f"{option}: cannot write into {folder}: {e.strerror or e}") from e
 
 
-def _check_data(args, samples) -> None:
-    if len(samples) < args.batch_size:
-        raise ValueError(
-            f"--batch-size {args.batch_size} is larger than the {len(samples)} training "
-            f"image(s) in {args.data}; lower --batch-size"
-        )
-
-
 def run_train(args) -> int:
     import keras
 
@@ -183,7 +180,6 @@ def run_train(args) -> int:
 
         data_parallel()
     samples = load_point_folder(args.data) if args.weak else load_labelled_folder(args.data)
-    _check_data(args, samples)
     data = LacssDataset(
         samples,
         batch_size=args.batch_size,
@@ -191,6 +187,7 @@ def run_train(args) -> int:
         supervision="weak" if args.weak else "full",
         size=(args.size, args.size),
         augment=True,
+        random_crops=True,  # any number and size of images: crops weighted by area
         subsample=args.subsample,
         seed=args.seed,
     )

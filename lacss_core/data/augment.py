@@ -46,7 +46,9 @@ def resized_shape(shape, scale: float) -> tuple[int, int]:
     return tuple(max(1, int(np.floor(s * scale + 0.5))) for s in shape)
 
 
-def draw_params(rng: np.random.Generator, shape, size, *, flip=True, scale_range=(0.9, 1.1)):
+def draw_params(
+    rng: np.random.Generator, shape, size, *, flip=True, scale_range=(0.9, 1.1), centred=False
+):
     """Draw random :class:`AugmentParams` for an image of ``shape = (H, W)``.
 
     Args:
@@ -54,23 +56,43 @@ def draw_params(rng: np.random.Generator, shape, size, *, flip=True, scale_range
         size: training size ``(Ht, Wt)``.
         flip: allow random flips (each with probability 1/2).
         scale_range: ``(low, high)`` for ``f ~ U(low, high)``; ``(1, 1)`` disables resizing.
+        centred: draw the crop's centre uniformly over the resized image and clamp the crop
+            into it, instead of a uniform origin. A uniform origin puts a border pixel in
+            ``1 / (H - Ht + 1)`` of the crops, rarely on a large image; a clamped centre covers
+            every pixel at least half as often as the middle ones.
     """
     low, high = _scale_range(scale_range)
     flip_y, flip_x = (bool(v) for v in rng.integers(0, 2, size=2)) if flip else (False, False)
     scale = float(rng.uniform(low, high)) if high > low else low
     resized = resized_shape(shape, scale)
     spare = [max(r - t, 0) for r, t in zip(resized, size, strict=True)]  # croppable rows, cols
-    origin = tuple(int(rng.integers(0, s + 1)) for s in spare)
+    if centred:
+        centre = [int(rng.integers(0, r)) for r in resized]
+        pairs = zip(centre, size, spare, strict=True)
+        origin = tuple(int(np.clip(c - t // 2, 0, s)) for c, t, s in pairs)
+    else:
+        origin = tuple(int(rng.integers(0, s + 1)) for s in spare)
     return AugmentParams(flip_y, flip_x, scale, origin)
 
 
-def augment(sample: Sample, rng: np.random.Generator, size, *, flip=True, scale_range=(0.9, 1.1)):
+def augment(
+    sample: Sample,
+    rng: np.random.Generator,
+    size,
+    *,
+    flip=True,
+    scale_range=(0.9, 1.1),
+    centred=False,
+):
     """Randomly flip, resize and crop/pad a sample to the training ``size = (Ht, Wt)``.
 
-    Returns a new :class:`Sample` of shape ``(Ht, Wt)``; see the module docstring for the maps.
+    Returns a new :class:`Sample` of shape ``(Ht, Wt)``; see the module docstring for the maps
+    and :func:`draw_params` for the arguments.
     """
     size = _size(size)
-    params = draw_params(rng, sample.shape, size, flip=flip, scale_range=scale_range)
+    params = draw_params(
+        rng, sample.shape, size, flip=flip, scale_range=scale_range, centred=centred
+    )
     return apply_augmentation(sample, params, size)
 
 

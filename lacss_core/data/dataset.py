@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from lacss_core import _validation
-from lacss_core.data.augment import augment, fit_to_size
+from lacss_core.data.augment import _size, augment, fit_to_size
 from lacss_core.data.normalize import DEFAULT_METHOD, METHODS, normalize_image
 from lacss_core.data.samples import SUPERVISIONS, Sample, batch_samples
 
@@ -34,6 +34,15 @@ class LacssDataset(keras.utils.PyDataset):
         size: training size ``(Ht, Wt)`` (or one int) that every sample is cropped or zero-padded
             to; ``None`` keeps the samples' size, which must then be the same for all.
         augment: random flips, resize in ``scale_range`` and random crop, new every epoch.
+        random_crops: each batch is ``batch_size`` random crops of ``size`` drawn with
+            replacement: the image is chosen with probability proportional to its area ``H * W``
+            (:meth:`image_probabilities`), the crop's centre uniformly (clamped so the crop stays
+            in the image; with the flips and scale of ``augment``, if on). Any number and size
+            of images then trains with any batch size (one large image gives many crops;
+            smaller ones are zero-padded). Batch ``index`` of ``epoch`` is step
+            ``t = epoch * len(self) + index`` and its crops are a pure function of
+            ``(seed, t)``; ``len`` is the number of batches whose crops add up to the images'
+            area (at least 1). Reads every sample's shape once.
         normalize: ``"percentile"`` (default: 1st-99.8th percentile to [0, 1]), ``"range"``,
             ``"standard"`` (see :func:`~lacss_core.data.normalize_image`) or ``None`` (images
             used as given). ``lacss_core.train.train`` records it in the model
@@ -72,6 +81,7 @@ class LacssDataset(keras.utils.PyDataset):
         normalize: str | None = DEFAULT_METHOD,
         subsample: bool = False,
         bucket_instances: bool = True,
+        random_crops: bool = False,
         shuffle: bool = True,
         drop_remainder: bool = True,
         seed: int = 0,
@@ -83,7 +93,9 @@ class LacssDataset(keras.utils.PyDataset):
         _check_settings(samples, batch_size, max_instances, supervision, normalize, seed)
         if augment and size is None:
             raise ValueError("augment=True needs size=(Ht, Wt), the training crop size")
-        if drop_remainder and len(samples) < batch_size:
+        if random_crops and size is None:
+            raise ValueError("random_crops=True needs size=(Ht, Wt), the training crop size")
+        if drop_remainder and not random_crops and len(samples) < batch_size:
             raise ValueError(
                 f"batch_size={batch_size} is larger than the {len(samples)} samples; lower it "
                 "(lacss train --batch-size) or pass drop_remainder=False"
@@ -97,6 +109,8 @@ class LacssDataset(keras.utils.PyDataset):
         self.normalize = normalize
         self.subsample = subsample
         self.bucket_instances = bool(bucket_instances)
+        self.random_crops = bool(random_crops)
+        self._areas = None  # (len(samples),) image areas, read on first use (random_crops)
         self.shuffle = shuffle
         self.drop_remainder = drop_remainder
         self.seed = int(seed)
@@ -105,6 +119,9 @@ class LacssDataset(keras.utils.PyDataset):
         self.epoch = 0
 
     def __len__(self) -> int:
+        if self.random_crops:
+            crop_area = self.batch_size * int(np.prod(_size(self.size)))
+            return max(1, round(float(self.image_areas().sum()) / crop_area))
         count = len(self.samples) / self.batch_size
         return math.floor(count) if self.drop_remainder else math.ceil(count)
 
@@ -112,9 +129,12 @@ class LacssDataset(keras.utils.PyDataset):
         """Batch ``index`` of the current epoch as ``(x, y)`` dicts of NumPy arrays."""
         if not 0 <= index < len(self):
             raise IndexError(f"batch index {index} out of range for {len(self)} batches")
-        order = self.sample_order(self.epoch)
-        chosen = order[index * self.batch_size : (index + 1) * self.batch_size]
-        batch = [self.prepare(int(j), self.epoch) for j in chosen]
+        if self.random_crops:
+            batch = self.crops_for_step(self.epoch * len(self) + index)
+        else:
+            order = self.sample_order(self.epoch)
+            chosen = order[index * self.batch_size : (index + 1) * self.batch_size]
+            batch = [self.prepare(int(j), self.epoch) for j in chosen]
         return batch_samples(
             batch,
             max_instances=self.max_instances,
@@ -133,6 +153,8 @@ class LacssDataset(keras.utils.PyDataset):
 
         settings = ("batch_size", "max_instances", "supervision", "size", "augment", "normalize")
         settings += ("subsample", "shuffle", "drop_remainder", "seed", "flip", "scale_range")
+        if self.random_crops:  # only then, so earlier runs' records still match
+            settings += ("random_crops",)
         return {
             "type": "LacssDataset",
             **{name: getattr(self, name) for name in settings},
@@ -145,16 +167,53 @@ class LacssDataset(keras.utils.PyDataset):
             return np.arange(len(self.samples))
         return np.random.default_rng((self.seed, epoch)).permutation(len(self.samples))
 
-    def prepare(self, j: int, epoch: int) -> Sample:
-        """Sample ``j`` as served in ``epoch``: weak view if needed, normalised, augmented."""
+    def image_areas(self) -> np.ndarray:
+        """``(len(samples),) int64`` pixel count ``H * W`` of every sample (read once)."""
+        if self._areas is None:
+            self._areas = np.array([np.prod(s.shape) for s in self.samples], np.int64)
+        return self._areas
+
+    def image_probabilities(self) -> np.ndarray:
+        """``(len(samples),) float64``: the chance that a random crop comes from each image."""
+        areas = self.image_areas().astype(np.float64)
+        return areas / areas.sum()
+
+    def crop_sources(self, step: int) -> np.ndarray:
+        """``(batch_size,) int``: the samples the crops of global ``step`` come from."""
+        return self._draw_sources(np.random.default_rng((self.seed, step)))
+
+    def crops_for_step(self, step: int) -> list[Sample]:
+        """``random_crops``: the ``batch_size`` crops of global ``step``, drawn from one
+        generator seeded by ``(seed, step)`` (sources first, then each crop in turn)."""
+        rng = np.random.default_rng((self.seed, step))
+        return [self.prepare(int(j), step, rng=rng) for j in self._draw_sources(rng)]
+
+    def _draw_sources(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(len(self.samples), self.batch_size, p=self.image_probabilities())
+
+    def prepare(self, j: int, epoch: int, rng: np.random.Generator | None = None) -> Sample:
+        """Sample ``j`` as served in ``epoch``: weak view if needed, normalised, augmented.
+
+        ``rng``: the generator of the augmentation (default: one seeded by ``(seed, epoch, j)``).
+        With ``random_crops`` and no ``augment`` the crop position is still random.
+        """
         sample = self.samples[j]
         if self.supervision == "weak":
             sample = sample.to_weak()
         if self.normalize is not None:
             sample = sample.replace(image=normalize_image(sample.image, self.normalize))
-        if self.augment:
+        if rng is None and (self.augment or self.random_crops):
             rng = np.random.default_rng((self.seed, epoch, j))
-            return augment(sample, rng, self.size, flip=self.flip, scale_range=self.scale_range)
+        if self.augment or self.random_crops:
+            flip, scale_range = (self.flip, self.scale_range) if self.augment else (False, (1, 1))
+            return augment(
+                sample,
+                rng,
+                self.size,
+                flip=flip,
+                scale_range=scale_range,
+                centred=self.random_crops,
+            )
         if self.size is not None:
             return fit_to_size(sample, self.size)
         return sample
