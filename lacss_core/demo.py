@@ -12,14 +12,15 @@ the predictions in ``predictions/`` (label TIFF, outline overlay PNG, CSV table 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import keras
 import tifffile
-from tqdm.auto import tqdm
 
 from lacss_core._atomic import atomic_path
 from lacss_core._lock import FolderLock
+from lacss_core._progress import track
 from lacss_core.data import LacssDataset, SyntheticCells
 from lacss_core.export import write_csv, write_label_tiff, write_overlay_png
 from lacss_core.metrics import coco_mask_ap
@@ -45,28 +46,17 @@ class DemoSettings:
     seed: int = 0
 
 
-class _StepProgress(keras.callbacks.Callback):
-    """A tqdm bar over training steps (``lacss_core.train`` runs one Keras epoch per step)."""
-
-    def __init__(self, steps: int, enabled: bool):
-        super().__init__()
-        self.bar = tqdm(total=steps, desc="training", unit="step", disable=not enabled)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.bar.update(1)
-        if logs and "loss" in logs:
-            self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}")
-
-    def on_train_end(self, logs=None):
-        self.bar.close()
-
-
 def _cells(settings: DemoSettings, n: int, size: int, cells: int, seed: int) -> SyntheticCells:
     return SyntheticCells(n, seed=seed, size=(size, size), n_cells=cells, radius=(5.0, 8.0))
 
 
-def train_demo_model(settings: DemoSettings, progress: bool = True) -> tuple[Lacss, dict]:
-    """The tiny preset trained fully supervised on synthetic cells; returns (model, history)."""
+def train_demo_model(
+    settings: DemoSettings, progress: bool = True, log_every=None
+) -> tuple[Lacss, dict]:
+    """The tiny preset trained fully supervised on synthetic cells; returns (model, history).
+
+    ``progress``: report the steps on stdout (``train``'s ``verbose``; ``log_every`` as there).
+    """
     keras.utils.set_random_seed(settings.seed)
     model = Lacss.from_preset(
         "lacss_tiny", crop_size=settings.crop_size, max_output=256, train_max_output=32
@@ -90,8 +80,8 @@ def train_demo_model(settings: DemoSettings, progress: bool = True) -> tuple[Lac
         steps=settings.steps,
         learning_rate=settings.learning_rate,
         seed=settings.seed,
-        verbose=0,
-        callbacks=[_StepProgress(settings.steps, progress)],
+        verbose=int(progress),
+        log_every=log_every,
     )
     return model, history
 
@@ -114,7 +104,8 @@ def segment_test_images(model, settings: DemoSettings, output: str, progress: bo
     for folder in folders.values():
         os.makedirs(folder, exist_ok=True)
     predictions, truths, scores = [], [], []
-    for i in tqdm(range(len(test)), desc="segmenting", unit="image", disable=not progress):
+    show = "auto" if progress else "none"
+    for i in track(range(len(test)), "segmenting", "image", show=show, stream=sys.stdout):
         sample, name = test[i], f"synthetic_{i:02d}"
         label, details = predict_instances(model, sample.image)
         with atomic_path(os.path.join(folders["images"], name + ".tif")) as tmp:
@@ -131,17 +122,24 @@ def segment_test_images(model, settings: DemoSettings, output: str, progress: bo
 
 
 def run_demo(
-    output: str = "lacss_demo", settings: DemoSettings | None = None, progress: bool = True
+    output: str = "lacss_demo",
+    settings: DemoSettings | None = None,
+    progress: bool = True,
+    log_every=None,
 ) -> dict:
-    """Run the whole demo, write its files into ``output``; returns the AP dict it prints."""
+    """Run the whole demo, write its files into ``output``; returns the AP dict it prints.
+
+    ``progress``: report training steps and segmented images on stdout, a bar on a terminal,
+    else a line every ``log_every`` steps (``"Ns"``: seconds; default about 20 lines).
+    """
     settings = settings or DemoSettings()
     with FolderLock(output, purpose="lacss demo"):  # two demos into one folder would mix
-        return _run_demo(output, settings, progress)
+        return _run_demo(output, settings, progress, log_every)
 
 
-def _run_demo(output: str, settings: DemoSettings, progress: bool) -> dict:
+def _run_demo(output: str, settings: DemoSettings, progress: bool, log_every) -> dict:
     print(f"lacss demo: backend {keras.backend.backend()}, output folder {output!r}")
-    model, history = train_demo_model(settings, progress)
+    model, history = train_demo_model(settings, progress, log_every)
     save_model(model, os.path.join(output, "model.keras"))
     plot_history(history, os.path.join(output, "training_curve.png"))
     predictions, truths, scores = segment_test_images(model, settings, output, progress)

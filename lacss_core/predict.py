@@ -25,6 +25,7 @@ import numpy as np
 
 from lacss_core import _validation
 from lacss_core._network import Network, Settings, model_channels
+from lacss_core._progress import Progress
 from lacss_core.postprocess import clean_label, median_diameter
 from lacss_core.tiling import (
     TILE_ALIGN,
@@ -109,8 +110,9 @@ def predict_instances(
         max_output: the most cells one tile (or an untiled image) can hold, i.e. the slots
             the per-instance layers run on (default: the model's ``max_output``). Larger costs
             memory per tile; the default tile size grows with it.
-        progress: a progress bar over the tiles of a tiled image (tqdm, on stderr): ``None``
-            shows it on a terminal only, ``True`` always, ``False`` never.
+        progress: progress over the tiles of a tiled image, on stderr: ``None`` a bar on a
+            terminal only; ``True`` a bar on a terminal, plain lines elsewhere (a log file);
+            ``False`` nothing.
         channels: how the image's channels feed the model's (the same rule as ``lacss predict
             --channels``, see :func:`select_channels`): None (they must match, except that
             identical channels, e.g. grey saved as RGB, feed a 1-channel model), ``"grey"``
@@ -209,24 +211,17 @@ def _saturation_message(name, count, settings) -> str:
 
 
 class _TileBar:
-    """A tqdm bar over the tiles of one image, usable as ``progress(done, total)``.
+    """Progress over the tiles of one image on stderr, usable as ``progress(done, total)``.
 
-    ``enabled``: ``None`` shows it only when stderr is a terminal (and tqdm is installed),
-    ``True`` always, ``False`` never. A single tile gets no bar.
+    ``enabled``: ``None`` a bar on a terminal only, ``True`` a bar on a terminal and plain lines
+    elsewhere (``lacss_core._progress``), ``False`` nothing. A single tile gets no report.
     """
 
     def __init__(self, enabled, total):
         self.bar = None
-        if enabled is False or total < 2:
-            return
-        try:
-            from tqdm import tqdm
-        except ImportError as e:
-            if enabled:
-                raise ImportError("progress=True needs tqdm: pip install 'lacss-core[io]'") from e
-            return
-        disable = None if enabled is None else False  # tqdm: None = only on a terminal
-        self.bar = tqdm(total=total, desc="tiles", unit="tile", leave=False, disable=disable)
+        if enabled is not False and total >= 2:
+            show = "auto" if enabled else "terminal"
+            self.bar = Progress(total, "tiles", "tile", show=show, leave=False)
 
     def __enter__(self):
         return self if self.bar is not None else None
@@ -236,8 +231,8 @@ class _TileBar:
             self.bar.close()
 
     def __call__(self, done, total):
-        self.bar.total = total
-        self.bar.update(done - self.bar.n)
+        self.bar.set_total(total)
+        self.bar.update(done)
 
 
 # ---------------------------------------------------------------------------- argument checks

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import sys
-import time
 from collections.abc import Sequence
 
 import keras
@@ -38,6 +37,7 @@ import numpy as np
 from lacss_core import _validation
 from lacss_core._atomic import atomic_open, atomic_path, remove_stale_temporaries
 from lacss_core._lock import FolderLock
+from lacss_core._progress import Progress, parse_log_every
 from lacss_core._run_record import differences, run_record
 
 #: Default Adam learning rate. The paper does not state one; 1e-3 (Adam's usual default) trains
@@ -223,8 +223,7 @@ class _TrainingMonitor(keras.callbacks.Callback):
         checkpoint_every,
         validate,
         validate_every,
-        print_every,
-        out,
+        progress,
     ):
         super().__init__()
         self.total_steps = total_steps
@@ -234,10 +233,8 @@ class _TrainingMonitor(keras.callbacks.Callback):
         self.checkpoint_every = checkpoint_every
         self.validate = validate
         self.validate_every = validate_every
-        self.print_every = print_every
-        self.out = out
+        self.progress = progress
         self.run = state["run"]
-        self._clock = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
@@ -246,8 +243,11 @@ class _TrainingMonitor(keras.callbacks.Callback):
             self._validate(done)
         if self.checkpoint_dir and self._due(done, self.checkpoint_every):
             self._checkpoint(done)
-        if self.print_every and self._due(done, self.print_every):
-            self._print(done)
+        self.progress.update(done, **self._latest_losses())
+
+    def _latest_losses(self):
+        keys = [k for k in self.history if k != "step" and not k.startswith("val_")]
+        return {k: self.history[k][-1] for k in keys}
 
     def _due(self, done, every):
         """Every ``every`` steps, and always after the last step of the run."""
@@ -263,6 +263,10 @@ class _TrainingMonitor(keras.callbacks.Callback):
         self.history.setdefault("val_step", []).append(done)
         for key, value in scores.items():
             self.history.setdefault(f"val_{key}", []).append(float(value))
+        self.progress.write(
+            f"step {done}: validation AP50 {scores['ap50']:.3f}  AP75 {scores['ap75']:.3f}  "
+            f"mAP {scores['map']:.3f}"
+        )
         # NaN (no ground truth) never counts as an improvement.
         if scores["ap50"] > self.best.get("ap50", -math.inf):
             self.best.update(step=done, ap50=float(scores["ap50"]))
@@ -276,18 +280,6 @@ class _TrainingMonitor(keras.callbacks.Callback):
         state["run"] = self.run
         _write_json_atomic(os.path.join(self.checkpoint_dir, STATE_FILE), state)
         _remove_stale_files(self.checkpoint_dir, keep=name)
-
-    def _print(self, done):
-        now = time.perf_counter()
-        parts = [f"step {done}/{self.total_steps}"]
-        for key, values in self.history.items():
-            if key != "step" and not key.startswith("val_"):
-                parts.append(f"{key} {values[-1]:.4f}")
-        if self.history.get("val_step", [None])[-1] == done:
-            parts.append(f"val_ap50 {self.history['val_ap50'][-1]:.3f}")
-        parts.append(f"({now - self._clock:.1f} s)")
-        self._clock = now
-        print("  ".join(parts), file=self.out, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,6 +302,7 @@ def train(
     run_info: dict | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 1,
+    log_every: int | str | None = None,
 ) -> dict[str, list]:
     """Train ``model`` for ``steps`` optimizer steps with ``model.fit``; resume if checkpointed.
 
@@ -354,7 +347,11 @@ def train(
         run_info: extra JSON-able facts that must match for a resume (e.g. command-line
             options).
         callbacks: extra Keras callbacks; their "epochs" are steps.
-        verbose: 0 silent; 1 prints a progress line about 20 times per run.
+        verbose: 0: no progress report (warnings still go to stderr); 1: progress on stdout, a
+            bar on a terminal, else plain lines (``lacss_core._progress``), with validation
+            results.
+        log_every: off a terminal, a line every N steps (an int, or ``"N"``) or every N seconds
+            (``"Ns"``); default (None) about 20 lines per run.
 
     Before training, :func:`record_training_data` stores the data's normalisation and median cell
     diameter in the model's config, for prediction.
@@ -373,6 +370,7 @@ def train(
         lacss_core._lock.FolderLockedError: another live run uses ``checkpoint_dir``.
     """
     _check_positive(steps=steps, checkpoint_every=checkpoint_every, validate_every=validate_every)
+    log_every = parse_log_every(log_every, "log_every")
     if optimizer is None and not learning_rate > 0:
         raise ValueError(f"learning_rate: must be > 0, got {learning_rate}")
     if resume not in RESUME_MODES:
@@ -393,14 +391,14 @@ def train(
         validation_data=validation_data,
         validate_every=validate_every,
         callbacks=callbacks,
-        verbose=verbose,
+        progress=dict(show="auto" if verbose else "none", every=log_every[0], seconds=log_every[1]),
     )
     if checkpoint_dir is None:
         return _fit(state=_fresh_state(record), checkpoint_dir=None, **run)
     created = not os.path.isdir(checkpoint_dir)
     try:
         with FolderLock(checkpoint_dir, purpose="lacss training"):
-            state = _resume(model, train_data, checkpoint_dir, steps, record, resume, verbose)
+            state = _resume(model, train_data, checkpoint_dir, steps, record, resume)
             return _fit(state=state, checkpoint_dir=checkpoint_dir, **run)
     finally:
         if created and os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
@@ -418,12 +416,16 @@ def _fit(
     validation_data,
     validate_every,
     callbacks,
-    verbose,
+    progress,
 ):
-    """Run ``model.fit`` from ``state["step"]`` to ``steps``; returns the whole history."""
+    """Run ``model.fit`` from ``state["step"]`` to ``steps``; returns the whole history.
+
+    ``progress``: the keyword arguments of the ``Progress`` that reports the steps on stdout.
+    """
     validate = None
     if validation_data is not None:
         validate = lambda m: evaluate_ap(m, validation_data)  # noqa: E731
+    reporter = Progress(steps, "training", initial=state["step"], stream=sys.stdout, **progress)
     monitor = _TrainingMonitor(
         total_steps=steps,
         state=state,
@@ -431,19 +433,19 @@ def _fit(
         checkpoint_every=checkpoint_every,
         validate=validate,
         validate_every=validate_every,
-        print_every=max(1, steps // 20) if verbose else 0,
-        out=sys.stdout,
+        progress=reporter,
     )
-    if state["step"] < steps:
-        model.fit(
-            StepBatches(train_data, state["step"], steps),
-            epochs=steps,
-            initial_epoch=state["step"],
-            steps_per_epoch=1,
-            shuffle=False,  # the step order is the schedule; Keras would shuffle a PyDataset
-            callbacks=[monitor, *callbacks],
-            verbose=0,
-        )
+    with reporter:
+        if state["step"] < steps:
+            model.fit(
+                StepBatches(train_data, state["step"], steps),
+                epochs=steps,
+                initial_epoch=state["step"],
+                steps_per_epoch=1,
+                shuffle=False,  # the step order is the schedule; Keras would shuffle a PyDataset
+                callbacks=[monitor, *callbacks],
+                verbose=0,
+            )
     return monitor.history
 
 
@@ -486,7 +488,7 @@ def _fresh_state(record: dict) -> dict:
     return {"step": 0, "best": {}, "history": {}, "run": record}
 
 
-def _resume(model, train_data, checkpoint_dir, steps, record, resume, verbose) -> dict:
+def _resume(model, train_data, checkpoint_dir, steps, record, resume) -> dict:
     """Load the last checkpoint of ``checkpoint_dir`` into ``model`` if it belongs to this run
     (see ``train``'s ``resume``); return the run state (step 0 and empty history when fresh)."""
     state = load_state(checkpoint_dir)
@@ -496,7 +498,7 @@ def _resume(model, train_data, checkpoint_dir, steps, record, resume, verbose) -
     _remove_stale_files(checkpoint_dir, keep=state and state["checkpoint"])
     if state is None:
         return _fresh_state(record)
-    _check_same_run(state, record, checkpoint_dir, resume, verbose)
+    _check_same_run(state, record, checkpoint_dir, resume)
     if state["step"] > steps:
         raise ValueError(
             f"steps: the checkpoint in {checkpoint_dir!r} is at step {state['step']}, past "
@@ -519,7 +521,7 @@ def _resume(model, train_data, checkpoint_dir, steps, record, resume, verbose) -
     return state
 
 
-def _check_same_run(state, record, checkpoint_dir, resume, verbose) -> None:
+def _check_same_run(state, record, checkpoint_dir, resume) -> None:
     """Refuse to resume a different run unless ``resume="always"`` (never a different model)."""
     stored = state.get("run")
     if stored is None:
@@ -530,12 +532,11 @@ def _check_same_run(state, record, checkpoint_dir, resume, verbose) -> None:
         return
     other_model = any(c.startswith("model.") for c in changes)
     if resume == "always" and not other_model:
-        if verbose:
-            print(
-                f"warning: resuming {checkpoint_dir} at step {state['step']} although the run "
-                f"changed: {'; '.join(changes[:6])}",
-                file=sys.stderr,
-            )
+        print(
+            f"warning: resuming {checkpoint_dir} at step {state['step']} although the run "
+            f"changed: {'; '.join(changes[:6])}",
+            file=sys.stderr,
+        )
         return
     listed = "; ".join(changes[:6]) + ("; ..." if len(changes) > 6 else "")
     how = (

@@ -75,6 +75,7 @@ def test_demo_writes_its_files_and_prints_ap(tmp_path, capsys):
     assert cli.main(["demo", "-o", str(out), "--steps", "2", "--test-images", "1"]) == 0
     printed = capsys.readouterr().out
     assert "AP50" in printed and "cells found" in printed
+    assert "\r" not in printed and "training: 2/2 steps" in printed  # a log, not bar redraws
     for name in (
         "model.keras",
         "training_curve.png",

@@ -29,6 +29,21 @@ def report(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+def add_progress_options(p, quiet: bool) -> None:
+    """``--log-every`` (and ``--quiet``): how a command reports progress (lacss_core._progress)."""
+    g = p.add_argument_group("progress")
+    g.add_argument(
+        "--log-every",
+        default="auto",
+        metavar="N|Ns",
+        help="when output is not a terminal (a log file, CI), print a progress line every N "
+        "steps, or every N seconds with Ns (default: about 20 lines per run); on a terminal a "
+        "progress bar",
+    )
+    if quiet:
+        g.add_argument("--quiet", action="store_true", help="print nothing but warnings and errors")
+
+
 def expand_inputs(inputs, extensions, skip=()) -> tuple[list[Path], list[str]]:
     """Files named by ``inputs`` (files, folders, glob patterns), and messages for the bad ones.
 

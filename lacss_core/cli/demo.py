@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lacss_core.cli._common import add_progress_options
+
 
 def add_demo_parser(subparsers) -> None:
     from lacss_core.demo import DemoSettings
@@ -28,19 +30,22 @@ def add_demo_parser(subparsers) -> None:
         help="held-out images to segment (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
+    add_progress_options(p, quiet=False)
     p.set_defaults(run=run_demo)
 
 
 def run_demo(args) -> int:
     from dataclasses import replace
 
+    from lacss_core._progress import parse_log_every
     from lacss_core.demo import DemoSettings, run_demo
 
+    parse_log_every(args.log_every)
     for name in ("steps", "test_images"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     settings = replace(
         DemoSettings(), steps=args.steps, test_images=args.test_images, seed=args.seed
     )
-    run_demo(args.output, settings)
+    run_demo(args.output, settings, log_every=args.log_every)
     return 0

@@ -266,10 +266,9 @@ def model_identity(name_or_path: str) -> dict:
 
 # ---------------------------------------------------------------------------- the run
 def run_predict(args) -> int:
-    from tqdm import tqdm
-
     from lacss_core._atomic import remove_stale_temporaries
     from lacss_core._lock import FolderLock
+    from lacss_core._progress import track
 
     own_outputs = (OUTPUT_SUFFIXES["label"], OUTPUT_SUFFIXES["overlay"], STACK_OVERLAY_SUFFIX)
     model_name, inputs = split_model_argument(args.model, args.inputs)
@@ -301,7 +300,7 @@ def run_predict(args) -> int:
         run_id = log.start(settings, overwrite=args.overwrite, model=model_name)
         kinds = [k for k in OUTPUT_SUFFIXES if k not in ("coco", "rois") or getattr(args, k)]
         done, skipped, saturated, seen = 0, 0, 0, {}
-        for path in tqdm(files, desc="lacss predict", unit="image"):
+        for path in track(files, "lacss predict", "image"):
             if path.stem in seen:
                 failures.append(f"{path}: same name as {seen[path.stem]}; its outputs would clash")
                 report(f"error: {failures[-1]}")

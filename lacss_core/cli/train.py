@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lacss_core.cli._common import add_progress_options
+
 
 def add_train_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -92,6 +94,7 @@ def add_train_parser(subparsers) -> None:
         action="store_true",
         help="delete the old checkpoints and start afresh; replace an existing OUTPUT",
     )
+    add_progress_options(p, quiet=True)
     p.set_defaults(run=run_train)
 
 
@@ -120,8 +123,10 @@ def checkpoint_folder(args) -> Path:
 
 def check_train_args(args) -> None:
     """Every usage error of ``lacss train`` that needs no data, before any work (exit 2)."""
+    from lacss_core._progress import parse_log_every
     from lacss_core.train import STATE_FILE
 
+    parse_log_every(args.log_every)
     if not args.output.endswith(".keras"):
         raise ValueError(f"--output must end in .keras, got {args.output!r}")
     for name in ("steps", "batch_size", "size", "max_instances"):
@@ -211,12 +216,15 @@ def run_train(args) -> int:
         seed=args.seed,
         resume="always" if args.resume else "never" if args.overwrite else "auto",
         run_info={"preset": args.preset, "init": args.init},
+        verbose=0 if args.quiet else 1,
+        log_every=args.log_every,
     )
     save_model(model, args.output)
     plot_history(history, f"{stem}_training_curve.png")
     best = Path(checkpoint_dir) / BEST_FILE
-    print(
-        f"wrote {args.output} and {stem}_training_curve.png"
-        + (f"; best validation model: {best}" if validation else "")
-    )
+    if not args.quiet:
+        print(
+            f"wrote {args.output} and {stem}_training_curve.png"
+            + (f"; best validation model: {best}" if validation else "")
+        )
     return 0
