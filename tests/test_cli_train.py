@@ -56,9 +56,7 @@ def test_train_writes_model_curve_and_checkpoints(tmp_path, weak, capsys):
     assert (tmp_path / "cells_checkpoints" / "state.json").is_file()
     assert f"wrote {out}" in capsys.readouterr().out
     config = keras.saving.load_model(out).get_config()
-    assert config["centre_prior_sigma"] == (
-        cli.WEAK_FROM_SCRATCH["centre_prior_sigma"] if weak else None
-    )
+    assert config["centre_prior_sigma"] == (2.0 if weak else None)  # 3 px at crop 24; crop 16
 
 
 def test_train_explains_bad_input(tmp_path, capsys):

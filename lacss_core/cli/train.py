@@ -38,7 +38,8 @@ def add_train_parser(subparsers) -> None:
         "--weak",
         action="store_true",
         help="weakly supervised (points + masks); a new model then gets the segmentor head bias "
-        "and centre prior that keep it from collapsing (docs/results.md)",
+        "and centre prior (sigma = crop size / 8 px) that keep it from collapsing "
+        "(docs/results.md)",
     )
     g.add_argument("--steps", type=int, default=1000, help="default: %(default)s")
     g.add_argument("--batch-size", type=int, default=4, help="default: %(default)s")
@@ -98,8 +99,34 @@ def add_train_parser(subparsers) -> None:
     p.set_defaults(run=run_train)
 
 
-# Opt-in segmentor settings that let weakly supervised training from random weights learn.
+# Opt-in segmentor settings that let weakly supervised training from random weights learn, as
+# measured: lacss_tiny at crop WEAK_REFERENCE_CROP (docs/results.md). weak_from_scratch() scales
+# the centre prior's sigma (a length) with the crop; the bias and the prior's peak are logits.
 WEAK_FROM_SCRATCH = {"segmentor_head_bias_init": -4.0, "centre_prior_sigma": 3.0}
+WEAK_REFERENCE_CROP = 24
+
+
+def weak_from_scratch(crop_size: int) -> dict:
+    """The ``Lacss`` options of ``lacss train --weak`` for a new model with ``crop_size``.
+
+    ``centre_prior_sigma = 3 * crop_size / 24`` px: the crop is sized to the cells, and the prior
+    is a cell-sized blob (with peak logit 12 it stays above logit 1 out to 2.2 sigma, 6.7 px at
+    sigma 3, the radius of the cells it was measured on), so it scales with the crop. At crop 96
+    this gives 12 px; the original LACSS code uses 10 px there (docs/results.md).
+    """
+    sigma = WEAK_FROM_SCRATCH["centre_prior_sigma"] * crop_size / WEAK_REFERENCE_CROP
+    return {**WEAK_FROM_SCRATCH, "centre_prior_sigma": sigma}
+
+
+def preset_crop_size(preset: str) -> int:
+    """The crop size (px) of a new model of ``preset`` (ValueError naming an unknown one)."""
+    import inspect
+
+    from lacss_core.models import Lacss
+    from lacss_core.models.presets import preset_config
+
+    default = inspect.signature(Lacss.__init__).parameters["crop_size"].default
+    return preset_config(preset).get("crop_size", default)
 
 
 def _training_model(args):
@@ -109,10 +136,10 @@ def _training_model(args):
     if args.init:
         return load_lacss_model(args.init)
     overrides = {"use_auxnet": bool(args.weak and args.auxnet)}
-    if args.weak:  # from scratch, the SPEC head collapses under L_WS (docs/results.md)
-        overrides.update(WEAK_FROM_SCRATCH)
     if args.crop_size:
         overrides["crop_size"] = args.crop_size
+    if args.weak:  # from scratch, the SPEC head collapses under L_WS (docs/results.md)
+        overrides.update(weak_from_scratch(args.crop_size or preset_crop_size(args.preset)))
     return Lacss.from_preset(args.preset, **overrides)
 
 

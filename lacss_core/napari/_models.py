@@ -129,10 +129,11 @@ def load_for_training(source: ModelSource, *, weak: bool):
     """A fresh model to train: a new preset (for ``weak`` training from scratch with the head
     bias and centre prior of ``lacss train --weak``) or a copy loaded from its file."""
     if source.kind == PRESET:
-        from lacss_core.cli.train import WEAK_FROM_SCRATCH
+        from lacss_core.cli.train import preset_crop_size, weak_from_scratch
         from lacss_core.models import Lacss
 
-        return Lacss.from_preset(source.name, **(WEAK_FROM_SCRATCH if weak else {}))
+        options = weak_from_scratch(preset_crop_size(source.name)) if weak else {}
+        return Lacss.from_preset(source.name, **options)
     return _load(source)
 
 
