@@ -81,7 +81,7 @@ class Network:
         images = keras.ops.convert_to_tensor(image[None])
         locations, scores, shared, active = self._stage("propose", settings)(images)
         valid_count = int(keras.ops.convert_to_numpy(keras.ops.sum(locations[0, :, 0] >= 0)))
-        slots = min(settings.max_output, max(MIN_SLOTS, 1 << max(0, valid_count - 1).bit_length()))
+        slots = _slot_count(settings, valid_count)
         stage = self._stage("render" if render else "masks", settings, image.shape[:2])
         outputs = stage(shared, locations[:, :slots], scores[:, :slots])
         result = {key: keras.ops.convert_to_numpy(value)[0] for key, value in outputs.items()}
@@ -90,9 +90,42 @@ class Network:
         )
         return result
 
+    def run_patches(self, image, settings_list):
+        """Patch probabilities for several post-processing settings of one image, the dense part
+        (backbone, FPN, LPN, segmentor trunk) computed once (``lacss_core.calibrate``).
+
+        Args:
+            image: ``(H, W, C)`` float32, normalised.
+            settings_list: ``Settings`` that may differ in ``min_score`` and ``nms_distance``
+                (their ``threshold`` plays no part).
+        Yields:
+            per settings, in order, a dict of NumPy arrays as ``run(render=False)`` gives, but
+            with ``patches (S, c, c)`` float32 probabilities instead of thresholded masks (so
+            any segmentation threshold can be applied afterwards), and ``saturated``.
+        """
+        import keras
+
+        self.ensure_built(image.shape[-1])
+        images = keras.ops.convert_to_tensor(image[None])
+        candidates, candidate_scores, shared = self._stage("dense", settings_list[0])(images)
+        for settings in settings_list:
+            locations, scores, active = self._stage("nms", settings)(candidates, candidate_scores)
+            valid_count = int(keras.ops.convert_to_numpy(keras.ops.sum(locations[0, :, 0] >= 0)))
+            slots = _slot_count(settings, valid_count)
+            stage = self._stage("patches", settings)
+            outputs = stage(shared, locations[:, :slots], scores[:, :slots])
+            result = {key: keras.ops.convert_to_numpy(value)[0] for key, value in outputs.items()}
+            result["saturated"] = valid_count >= settings.max_output or (
+                int(keras.ops.convert_to_numpy(active)) > settings.pre_nms_topk
+            )
+            yield result
+
     def _stage(self, name, settings, image_shape=None):
-        if name == "propose":  # the threshold plays no part: do not compile again for it
+        # Settings a stage does not read are left out of its key: no compiling again for them.
+        if name in ("propose", "nms"):
             settings = dataclasses.replace(settings, threshold=0.0)
+        elif name in ("dense", "patches"):
+            settings = dataclasses.replace(settings, threshold=0.0, min_score=0.0, nms_distance=0.0)
         key = (name, settings, image_shape)
         if key not in self._compiled:
             function = getattr(self, f"_{name}")
@@ -126,6 +159,35 @@ class Network:
         active = ops.sum(ops.cast(dense["candidate_scores"][0] >= settings.min_score, "int32"))
         return locations, scores, dense["shared_features"], active
 
+    def _dense(self, images, *, settings, image_shape):
+        dense = self.model.dense_forward(images, training=False)
+        return dense["candidates"], dense["candidate_scores"], dense["shared_features"]
+
+    def _nms(self, candidates, candidate_scores, *, settings, image_shape):
+        from keras import ops
+
+        from lacss_core import ops as lops
+
+        locations, scores, _ = lops.nms(
+            candidates,
+            candidate_scores,
+            max_output=settings.max_output,
+            nms_distance=settings.nms_distance,
+            min_score=settings.min_score,
+            pre_nms_topk=settings.pre_nms_topk,
+        )
+        active = ops.sum(ops.cast(candidate_scores[0] >= settings.min_score, "int32"))
+        return locations, scores, active
+
+    def _patches(self, shared, locations, scores, *, settings, image_shape):
+        instances, locations = self._instances(shared, locations)
+        return {
+            "locations": locations,
+            "scores": scores,
+            "patches": instances["patches"],
+            "origins": instances["origins"],
+        }
+
     def _instances(self, shared, locations):
         from keras import ops
 
@@ -152,6 +214,11 @@ class Network:
             "masks": instances["patches"] > ops.cast(settings.threshold, "float32"),
             "origins": instances["origins"],
         }
+
+
+def _slot_count(settings: Settings, valid_count: int) -> int:
+    """Slots the per-instance layers run on: a power of two covering the valid proposals."""
+    return min(settings.max_output, max(MIN_SLOTS, 1 << max(0, valid_count - 1).bit_length()))
 
 
 # model -> its Network; weak, so the compiled functions go when the model does.

@@ -1,0 +1,518 @@
+"""Calibrated prediction thresholds: the ``min_score``, ``segmentation_threshold`` and
+``nms_distance`` that segment validation images best, stored in the model (stardist's
+``optimize_thresholds`` idea)::
+
+    result = calibrate(model, validation_samples)   # F1 at IoU 0.5 over a small grid
+    apply_calibration(model, result)                # predict_instances now uses them by default
+    keras.saving.save_model(model, "calibrated.keras")   # ... and so does the loaded model
+
+Cost: the network runs once per validation image and NMS distance; the dense part (backbone,
+FPN, LPN, segmentor trunk) once per image. Everything else comes from stored outputs:
+
+* segmentation thresholds: each one paints the stored patch probabilities on the host, as
+  ``predict_instances`` does (SPEC 9), and cleans the masks (``clean_label``);
+* ``min_score``: NMS walks the candidates in score order, so the proposals kept at a higher
+  ``min_score`` are the first ones kept at the lowest; painting, cleaning (``clean_label``) and
+  ``min_area`` treat a cell by the cells ranked before it only, so the label image at a higher
+  ``min_score`` is the one at the lowest without the cells scored below it. Each ``min_score``
+  costs one matching against the ground truth, no painting.
+
+An image that ``predict_instances`` would tile (larger than the default tile size) or whose
+proposals reach the model's capacity is predicted with ``predict_instances`` itself, once per
+(NMS distance, threshold) pair, so every score in the table is that of ``predict_instances``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+
+import numpy as np
+
+from lacss_core import _validation
+
+#: Scores that :func:`calibrate` maximises: F1 at IoU 0.5 (optimal one-to-one matching,
+#: ``metrics.object_accuracy``) or COCO AP50 (``metrics.coco_mask_ap``), all images pooled.
+METRICS = ("f1", "ap50")
+#: Default grids. min_score is nearly free (no painting), so its grid is fine.
+DEFAULT_MIN_SCORES = tuple(round(0.05 * i, 2) for i in range(1, 19))  # 0.05 .. 0.9
+DEFAULT_SEGMENTATION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+#: Default NMS distances, in units of the model's LPN stride (each costs a pass of NMS and the
+#: per-instance layers).
+DEFAULT_NMS_FACTORS = (0.5, 1.0, 1.5)
+#: The model config entries a calibration sets.
+CALIBRATED = ("min_score", "segmentation_threshold", "nms_distance")
+_TIE = 1e-12  # scores closer than this are equal (ties go to the model's current values)
+
+
+def calibrate(
+    model,
+    samples,
+    *,
+    min_scores=DEFAULT_MIN_SCORES,
+    segmentation_thresholds=DEFAULT_SEGMENTATION_THRESHOLDS,
+    nms_distances=None,
+    metric: str = "f1",
+    store: bool = False,
+    scale=1.0,
+    diameter=None,
+    normalize="model",
+    channels=None,
+    clean_masks: bool = True,
+    min_area: int = 0,
+    max_output=None,
+    verbose: int = 0,
+) -> dict:
+    """Choose the prediction thresholds that maximise ``metric`` on labelled validation images.
+
+    Every combination of the three grids is scored as ``predict_instances`` would segment the
+    images with it (same normalisation, scale, mask cleaning and ``min_area``). The model's
+    current values (``model.min_score``, ``model.segmentation_threshold`` and its NMS distance)
+    are always added to the grids, so the table holds the score at the current defaults. Of the
+    best-scoring settings, the one closest to the current values wins (in grid steps), then the
+    one closest to the middle of the grids.
+
+    Args:
+        model: a ``lacss_core.models.Lacss``.
+        samples: labelled validation images, held out from training: a folder of
+            ``IMAGE.tif`` + ``IMAGE_masks.tif`` (a path, read with
+            ``lacss_core.data.load_labelled_folder``), or a sequence of
+            ``lacss_core.data.Sample`` with a label (``SyntheticCells``, ``RealisticCells``,
+            ``load_labelled_folder(...)``) or of ``(image, label)`` pairs (image as for
+            ``predict_instances``, label ``(H, W)`` int, 0 = background), as
+            ``lacss_core.train.evaluate_ap`` takes.
+        min_scores: proposal score thresholds to try, each in ``[0, 1]``.
+        segmentation_thresholds: patch probability thresholds to try, each in ``[0, 1)``.
+        nms_distances: NMS distances in pixels to try, each ``>= 0``; default
+            ``DEFAULT_NMS_FACTORS`` times the LPN stride (4, 8, 12 px for stride 8).
+        metric: ``"f1"`` (F1 at IoU 0.5) or ``"ap50"``.
+        store: also write the chosen values into the model (:func:`apply_calibration`).
+        scale, diameter, normalize, channels, clean_masks, min_area, max_output: as for
+            ``predict_instances`` (``diameter`` a number, not ``"auto"``); use the values you
+            will predict with.
+        verbose: 1 prints a line per image to stderr.
+    Returns:
+        dict: the chosen ``min_score``, ``segmentation_threshold``, ``nms_distance`` (floats);
+        ``metric``; ``score`` (the metric at the chosen values); ``default``, a dict of the
+        model's values before calibration and their ``score``; ``table``, one dict per setting
+        (``min_score``, ``segmentation_threshold``, ``nms_distance``, ``score``, ``n_pred``,
+        and for F1 ``tp``, ``fp``, ``fn``, ``precision``, ``recall``), sorted by the three
+        values; ``grid`` (the three sorted grids tried); ``images`` and ``cells`` (ground-truth
+        instances) counted.
+    Raises:
+        ValueError: no samples, a sample without a label or whose label does not fit its image,
+            no ground-truth cell at all, a bad grid (empty, not numbers, out of range), an
+            unknown metric or a bad prediction option, naming it.
+    """
+    from lacss_core._network import Network
+
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    network = Network.of(model)
+    defaults = current_values(model)
+    grids = _grids(model, min_scores, segmentation_thresholds, nms_distances, defaults)
+    options = _prediction_options(
+        model, network, grids, scale, diameter, normalize, channels, clean_masks, min_area,
+        max_output,
+    )  # fmt: skip
+    tally = _Tally(grids, metric)
+    for index, (name, image, label) in enumerate(_labelled(samples)):
+        for distance, threshold, pred, scores in _segmentations(model, network, image, options):
+            tally.add(distance, threshold, pred, label, scores)
+        tally.images += 1
+        tally.cells += int(np.count_nonzero(np.bincount(label.ravel())[1:]))
+        if verbose:
+            print(f"calibrate: {name or f'image {index}'} done", file=sys.stderr, flush=True)
+    if tally.images == 0:
+        raise ValueError("samples is empty: calibration needs labelled validation images")
+    if tally.cells == 0:
+        raise ValueError(
+            f"the {tally.images} validation image(s) hold no ground-truth cell: calibration "
+            "needs labelled cells"
+        )
+    result = _choose(tally.table(), grids, defaults, metric)
+    result.update(images=tally.images, cells=tally.cells)
+    if store:
+        apply_calibration(model, result)
+    return result
+
+
+def current_values(model) -> dict[str, float]:
+    """The model's prediction defaults that :func:`calibrate` tunes, as floats."""
+    from lacss_core._network import Network
+
+    return {
+        "min_score": float(model.min_score),
+        "segmentation_threshold": float(getattr(model, "segmentation_threshold", 0.5)),
+        "nms_distance": Network.of(model).default_nms_distance(),
+    }
+
+
+def apply_calibration(model, chosen: dict) -> None:
+    """Write calibrated values into ``model``'s config, so ``predict_instances`` (and a model
+    saved and loaded again) uses them by default.
+
+    Args:
+        model: a ``lacss_core.models.Lacss``.
+        chosen: what :func:`calibrate` returned, or any dict with ``min_score``,
+            ``segmentation_threshold`` and ``nms_distance`` (missing keys leave those values
+            as they are). A full result is also recorded, without its table, as
+            ``model.calibration`` (metric, scores before and after, grids, image count).
+    Raises:
+        ValueError: ``chosen`` is not a dict, names no calibrated value, or holds a value out
+            of range; nothing is changed then.
+    """
+    if not isinstance(chosen, dict) or not set(CALIBRATED) & set(chosen):
+        raise ValueError(f"chosen must be a dict with some of {CALIBRATED}, got {chosen!r}")
+    values = {key: chosen[key] for key in CALIBRATED if key in chosen}
+    checks = {
+        "min_score": lambda v: 0 <= v <= 1,
+        "segmentation_threshold": lambda v: 0 <= v < 1,
+        "nms_distance": lambda v: 0 <= v < math.inf,
+    }
+    for key, value in values.items():
+        if not _validation.is_number(value) or not checks[key](value):
+            raise ValueError(f"chosen {key} is out of range or not a number: {value!r}")
+    before = current_values(model)
+    for key, value in values.items():
+        setattr(model, key, float(value))
+    if "score" in chosen and "metric" in chosen:
+        model.calibration = _record(chosen, before)
+
+
+def _record(result: dict, before: dict) -> dict:
+    """The JSON-able summary of a calibration kept in the model's config."""
+    record = {key: result[key] for key in ("metric", "score", "images", "cells") if key in result}
+    record["default"] = result.get("default", {**before, "score": None})
+    if "grid" in result:
+        record["grid"] = result["grid"]
+    return _plain(record)
+
+
+def _plain(value):
+    """Python floats/ints/lists/dicts only (the config is JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+# ---------------------------------------------------------------------------- inputs
+def _grid(values, name, check, requirement) -> list[float]:
+    if _validation.is_number(values):
+        values = [values]
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name} must be a list of numbers, got {values!r}")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} is empty: give at least one value")
+    for value in values:
+        if not _validation.is_number(value) or not check(value):
+            raise ValueError(f"{name}: every value must be {requirement}, got {value!r}")
+    return [float(v) for v in values]
+
+
+def _grids(model, min_scores, thresholds, distances, defaults) -> dict[str, list[float]]:
+    """The three sorted grids, each with the model's current value added."""
+    if distances is None:
+        distances = [f * model.lpn_stride for f in DEFAULT_NMS_FACTORS]
+    grids = {
+        "min_score": _grid(min_scores, "min_scores", lambda v: 0 <= v <= 1, "in [0, 1]"),
+        "segmentation_threshold": _grid(
+            thresholds, "segmentation_thresholds", lambda v: 0 <= v < 1, "in [0, 1)"
+        ),
+        "nms_distance": _grid(
+            distances, "nms_distances", lambda v: 0 <= v < math.inf, "a finite number >= 0"
+        ),
+    }
+    return {key: sorted(set(grid) | {defaults[key]}) for key, grid in grids.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """Prediction options resolved once for all images."""
+
+    low: object  # lacss_core._network.Settings at the lowest min_score (nms distance varies)
+    distances: tuple
+    thresholds: tuple
+    scale: float
+    normalize: object
+    channels: object
+    clean_masks: bool
+    min_area: int
+
+
+def _prediction_options(model, network, grids, scale, diameter, normalize, channels,
+                        clean_masks, min_area, max_output) -> _Options:  # fmt: skip
+    from lacss_core import predict as P
+
+    if isinstance(diameter, str) and diameter == "auto":
+        raise ValueError(
+            "calibrate needs a fixed scale: give diameter as a number of pixels (or scale), "
+            "not 'auto'"
+        )
+    P.check_options(
+        model,
+        min_score=grids["min_score"][0],
+        nms_distance=grids["nms_distance"][0],
+        segmentation_threshold=grids["segmentation_threshold"][0],
+        min_area=min_area,
+        scale=scale,
+        diameter=diameter,
+        normalize=normalize,
+        clean_masks=clean_masks,
+        max_output=max_output,
+        channels=channels,
+    )
+    low = P._resolve_settings(
+        network, grids["min_score"][0], grids["nms_distance"][0], 0.0, max_output
+    )
+    return _Options(
+        low=low,
+        distances=tuple(grids["nms_distance"]),
+        thresholds=tuple(grids["segmentation_threshold"]),
+        scale=float(P._diameter_scale(model, diameter, scale)),
+        normalize=P._normalization(model, normalize),
+        channels=channels,
+        clean_masks=bool(clean_masks),
+        min_area=int(min_area),
+    )
+
+
+def _labelled(samples):
+    """``(name, image, label)`` of each validation sample, checked."""
+    if isinstance(samples, (str, os.PathLike)):
+        from lacss_core.data import load_labelled_folder
+
+        samples = load_labelled_folder(samples)
+    if isinstance(samples, np.ndarray) or not hasattr(samples, "__iter__"):
+        raise ValueError(
+            "samples must be a folder, or a sequence of labelled Samples or (image, label) "
+            f"pairs, got {type(samples).__name__}"
+        )
+    for i, item in enumerate(samples):
+        if hasattr(item, "image"):
+            if getattr(item, "label", None) is None:
+                raise ValueError(
+                    f"samples[{i}] ({item.name or 'unnamed'}) has no label image: calibration "
+                    "needs fully labelled images (not points + masks)"
+                )
+            name, image, label = item.name, item.image, item.label
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            (image, label), name = item, ""
+            if label is None:
+                raise ValueError(f"samples[{i}] has no label image (None)")
+        else:
+            raise ValueError(
+                f"samples[{i}] must be a Sample or an (image, label) pair, got "
+                f"{type(item).__name__}"
+            )
+        yield name, image, _check_label(label, image, i)
+
+
+def _check_label(label, image, index) -> np.ndarray:
+    label = np.asarray(label)
+    if label.ndim == 3 and label.shape[-1] == 1:
+        label = label[..., 0]
+    integral = label.dtype.kind in "iub" or (
+        label.dtype.kind == "f" and np.all(np.isfinite(label)) and np.all(label == np.round(label))
+    )
+    if label.ndim != 2 or not integral or (label.size and label.min() < 0):
+        raise ValueError(
+            f"samples[{index}]: the label must be an (H, W) image of integers >= 0, got "
+            f"{label.dtype} of shape {label.shape}"
+        )
+    shape = np.shape(image)
+    if tuple(label.shape) not in (tuple(shape[:2]), tuple(shape[-2:])):
+        raise ValueError(
+            f"samples[{index}]: label of shape {label.shape} does not fit image of shape {shape}"
+        )
+    return label.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------- segmentations
+def _segmentations(model, network, image, options: _Options):
+    """Yield ``(nms_distance, threshold, label, scores)`` for every pair of the grids: the label
+    image ``predict_instances`` gives at the lowest ``min_score`` (cells ``1..n`` by descending
+    score, ``scores (n,)`` float32 theirs)."""
+    from lacss_core import predict as P
+
+    pixels = P._prepare_image(image, network.channels, options.normalize, options.channels)
+    scaled, factors = P._rescale(pixels, options.scale)
+    tile, _ = P._tiling(scaled.shape[:2], None, None, network, options.low)
+    settings = [dataclasses.replace(options.low, nms_distance=d) for d in options.distances]
+    outputs = [None] * len(settings) if tile is not None else network.run_patches(scaled, settings)
+    for setting, out in zip(settings, outputs, strict=True):
+        for threshold in options.thresholds:
+            if out is None or out["saturated"]:  # predict_instances tiles this image
+                label, details = P.predict_instances(
+                    model, image, min_score=setting.min_score,
+                    nms_distance=setting.nms_distance, segmentation_threshold=threshold,
+                    min_area=options.min_area, scale=options.scale, normalize=options.normalize,
+                    clean_masks=options.clean_masks, max_output=setting.max_output,
+                    progress=False, channels=options.channels,
+                )  # fmt: skip
+                yield setting.nms_distance, threshold, label, details["scores"]
+                continue
+            ranks, scores, locations = _paint(out, threshold, scaled.shape[:2])
+            ranks, locations = P._unscale(ranks, locations, pixels.shape[:2], factors)
+            if options.clean_masks:
+                ranks = P.clean_label(ranks)
+            flags = np.zeros(len(scores), bool)
+            label, details = P._finalize(ranks, scores, locations, flags, options.min_area)
+            yield setting.nms_distance, threshold, label, details["scores"]
+
+
+def _paint(out, threshold, shape):
+    """SPEC 9 on the host: each pixel takes the smallest rank whose patch is ``> threshold``
+    there (``ops.render_label``, as ``predict_instances`` paints whole images)."""
+    from lacss_core.tiling import paint
+
+    valid = np.flatnonzero(np.all(out["locations"] >= 0, axis=-1))
+    valid = valid[np.argsort(-out["scores"][valid], kind="stable")]
+    masks = out["patches"][valid] > np.float32(threshold)
+    ranks = np.zeros(shape, np.int32)
+    for rank, (mask, origin) in enumerate(zip(masks, out["origins"][valid], strict=True), 1):
+        paint(ranks, (int(origin[0]), int(origin[1])), mask, rank)
+    return ranks, out["scores"][valid], out["locations"][valid]
+
+
+# ---------------------------------------------------------------------------- scores
+class _Tally:
+    """Per-setting counts (F1) or matched detections (AP50), pooled over images."""
+
+    def __init__(self, grids, metric):
+        self.grids, self.metric = grids, metric
+        self.min_scores = np.asarray(grids["min_score"], np.float32)  # SPEC 1: float32 decisions
+        self.counts = {}  # (distance, threshold) -> (M, 3) int: tp, fp, fn per min_score
+        self.detections = {}  # (distance, threshold) -> [(scores, matched)] per image
+        self.images = self.cells = 0
+
+    def add(self, distance, threshold, pred, gt, scores):
+        from lacss_core import metrics
+
+        overlaps = metrics._Overlaps.of(pred, gt)  # one contingency table for every min_score
+        # _finalize numbers cells 1..n by descending score, so prediction index i is score i.
+        kept = np.searchsorted(-scores, -self.min_scores, side="right")  # cells >= each score
+        key = (distance, threshold)
+        if self.metric == "f1":
+            counts = self.counts.setdefault(key, np.zeros((len(kept), 3), np.int64))
+            ious = overlaps.iou()
+            for row, n in enumerate(kept):
+                keep = (ious >= 0.5) & (overlaps.pair_pred < n)
+                tp, _ = metrics._max_matching(
+                    overlaps.pair_pred[keep], overlaps.pair_gt[keep], ious[keep]
+                )
+                counts[row] += (tp, n - tp, overlaps.n_gt - tp)
+        else:  # greedy matching in score order: the first n detections match as on their own
+            matched = metrics._coco_greedy_matches(overlaps, np.arange(overlaps.n_pred))[0]
+            self.detections.setdefault(key, []).append((scores, matched, overlaps.n_gt))
+
+    def table(self) -> list[dict]:
+        rows = []
+        for (distance, threshold), _ in sorted(self._keys().items()):
+            for row, min_score in enumerate(self.grids["min_score"]):
+                setting = {
+                    "min_score": min_score,
+                    "segmentation_threshold": threshold,
+                    "nms_distance": distance,
+                }
+                rows.append({**setting, **self._score(distance, threshold, row)})
+        return sorted(rows, key=lambda r: tuple(r[k] for k in CALIBRATED))
+
+    def _keys(self):
+        return self.counts if self.metric == "f1" else self.detections
+
+    def _score(self, distance, threshold, row) -> dict:
+        from lacss_core import metrics
+
+        if self.metric == "f1":
+            tp, fp, fn = (int(v) for v in self.counts[(distance, threshold)][row])
+            return {
+                "score": metrics._safe_ratio(2 * tp, 2 * tp + fp + fn),
+                "n_pred": tp + fp,
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+                "precision": metrics._safe_ratio(tp, tp + fp),
+                "recall": metrics._safe_ratio(tp, tp + fn),
+            }
+        cut = self.min_scores[row]
+        scores, matched, n_gt = [np.zeros(0, np.float32)], [np.zeros(0, bool)], 0
+        for image_scores, image_matched, image_gt in self.detections[(distance, threshold)]:
+            n = int(np.sum(image_scores >= cut))
+            scores.append(image_scores[:n])
+            matched.append(image_matched[:n])
+            n_gt += image_gt
+        scores, matched = np.concatenate(scores), np.concatenate(matched)
+        precision = metrics._coco_interpolated_precision(
+            scores, np.repeat(matched[None], metrics.IOU_THRESHOLDS.size, 0), n_gt
+        )
+        return {"score": float(precision[0].mean()), "n_pred": int(scores.size)}
+
+
+def _choose(table, grids, defaults, metric) -> dict:
+    """The best row; ties go to the setting fewest grid steps from the current values, then
+    nearest the middle of the grids."""
+    position = {key: {v: i for i, v in enumerate(grid)} for key, grid in grids.items()}
+
+    def steps(row, target):
+        return sum(abs(position[k][row[k]] - target[k]) for k in CALIBRATED)
+
+    home = {k: position[k][defaults[k]] for k in CALIBRATED}
+    middle = {k: (len(grids[k]) - 1) / 2 for k in CALIBRATED}
+    best_score = max(r["score"] for r in table)
+    tied = [r for r in table if r["score"] >= best_score - _TIE]
+    best = min(tied, key=lambda r: (steps(r, home), steps(r, middle)))
+    default = next(r for r in table if all(r[k] == defaults[k] for k in CALIBRATED))
+    return {
+        **{k: best[k] for k in CALIBRATED},
+        "metric": metric,
+        "score": best["score"],
+        "default": {**defaults, "score": default["score"]},
+        "table": table,
+        "grid": {k: list(v) for k, v in grids.items()},
+    }
+
+
+def format_table(result: dict, top: int | None = 10) -> str:
+    """A text table of a calibration: the ``top`` best settings (all with None), the model's
+    values before, and the chosen ones."""
+    metric = result["metric"]
+    rows = sorted(result["table"], key=lambda r: -r["score"])
+    rows = rows if top is None else rows[:top]
+    header = f"{'min_score':>10}{'seg_thr':>9}{'nms_px':>8}{metric:>8}{'n_pred':>8}"
+    lines = [header]
+    for row in rows:
+        lines.append(
+            f"{row['min_score']:>10.3g}{row['segmentation_threshold']:>9.3g}"
+            f"{row['nms_distance']:>8.3g}{row['score']:>8.3f}{row['n_pred']:>8d}"
+        )
+    before, chosen = result["default"], {k: result[k] for k in CALIBRATED}
+
+    def describe(values):
+        return ", ".join(f"{k} {values[k]:g}" for k in CALIBRATED)
+
+    lines.append(f"before: {describe(before)}: {metric} {before['score']:.3f}")
+    lines.append(f"chosen: {describe(chosen)}: {metric} {result['score']:.3f}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "CALIBRATED",
+    "DEFAULT_MIN_SCORES",
+    "DEFAULT_NMS_FACTORS",
+    "DEFAULT_SEGMENTATION_THRESHOLDS",
+    "METRICS",
+    "apply_calibration",
+    "calibrate",
+    "current_values",
+    "format_table",
+]
