@@ -56,7 +56,11 @@ class Network:
         return self._model()
 
     def default_nms_distance(self) -> float:
-        distance = self.model.nms_distance
+        """The model's prediction NMS distance: ``predict_nms_distance`` (calibrated), else the
+        training ``nms_distance``, else the LPN stride."""
+        distance = getattr(self.model, "predict_nms_distance", None)
+        if distance is None:
+            distance = self.model.nms_distance
         return float(self.model.lpn_stride if distance is None else distance)
 
     def ensure_built(self, channels: int) -> None:

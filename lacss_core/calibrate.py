@@ -42,8 +42,15 @@ DEFAULT_SEGMENTATION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 #: Default NMS distances, in units of the model's LPN stride (each costs a pass of NMS and the
 #: per-instance layers).
 DEFAULT_NMS_FACTORS = (0.5, 1.0, 1.5)
-#: The model config entries a calibration sets.
+#: The values a calibration chooses (``predict_instances``' names).
 CALIBRATED = ("min_score", "segmentation_threshold", "nms_distance")
+#: The model config entry each is stored in: prediction-only entries (``Lacss``'s
+#: ``PREDICTION_SETTINGS``), so a calibrated model trains (and resumes) as before.
+CONFIG_ENTRIES = {
+    "min_score": "min_score",
+    "segmentation_threshold": "segmentation_threshold",
+    "nms_distance": "predict_nms_distance",
+}
 _TIE = 1e-12  # scores closer than this are equal (ties go to the model's current values)
 
 
@@ -152,7 +159,9 @@ def current_values(model) -> dict[str, float]:
 
 def apply_calibration(model, chosen: dict) -> None:
     """Write calibrated values into ``model``'s config, so ``predict_instances`` (and a model
-    saved and loaded again) uses them by default.
+    saved and loaded again) uses them by default: ``model.min_score``,
+    ``model.segmentation_threshold`` and ``model.predict_nms_distance`` (``CONFIG_ENTRIES``;
+    the NMS distance of training, ``model.nms_distance``, is left alone).
 
     Args:
         model: a ``lacss_core.models.Lacss``.
@@ -177,7 +186,7 @@ def apply_calibration(model, chosen: dict) -> None:
             raise ValueError(f"chosen {key} is out of range or not a number: {value!r}")
     before = current_values(model)
     for key, value in values.items():
-        setattr(model, key, float(value))
+        setattr(model, CONFIG_ENTRIES[key], float(value))
     if "score" in chosen and "metric" in chosen:
         model.calibration = _record(chosen, before)
 
@@ -482,6 +491,16 @@ def _choose(table, grids, defaults, metric) -> dict:
     }
 
 
+def describe(result: dict) -> str:
+    """One line: the chosen values and the score before and after."""
+    values = ", ".join(f"{k} {result[k]:g}" for k in CALIBRATED)
+    metric = "F1" if result["metric"] == "f1" else "AP50"
+    return (
+        f"calibrated on {result['images']} validation image(s): {values}; {metric} "
+        f"{result['default']['score']:.3f} at the previous values -> {result['score']:.3f}"
+    )
+
+
 def format_table(result: dict, top: int | None = 10) -> str:
     """A text table of a calibration: the ``top`` best settings (all with None), the model's
     values before, and the chosen ones."""
@@ -507,6 +526,7 @@ def format_table(result: dict, top: int | None = 10) -> str:
 
 __all__ = [
     "CALIBRATED",
+    "CONFIG_ENTRIES",
     "DEFAULT_MIN_SCORES",
     "DEFAULT_NMS_FACTORS",
     "DEFAULT_SEGMENTATION_THRESHOLDS",
@@ -514,5 +534,6 @@ __all__ = [
     "apply_calibration",
     "calibrate",
     "current_values",
+    "describe",
     "format_table",
 ]

@@ -76,7 +76,8 @@ def predict_instances(
         min_score: keep proposals with score ``>=`` this, in ``[0, 1]`` (default: the model's
             ``min_score``).
         nms_distance: proposals closer than this many pixels to a better one are dropped
-            (default: the model's ``nms_distance``, i.e. its LPN stride unless set).
+            (default: the model's ``predict_nms_distance`` if calibrated, else its
+            ``nms_distance``, i.e. its LPN stride unless set).
         segmentation_threshold: a pixel belongs to a cell where its patch probability is ``>``
             this, in ``[0, 1)`` (default: the model's ``segmentation_threshold``, 0.5 unless
             calibrated).

@@ -303,6 +303,7 @@ def train(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 1,
     log_every: int | str | None = None,
+    calibrate: bool = True,
 ) -> dict[str, list]:
     """Train ``model`` for ``steps`` optimizer steps with ``model.fit``; resume if checkpointed.
 
@@ -352,6 +353,13 @@ def train(
             results.
         log_every: off a terminal, a line every N steps (an int, or ``"N"``) or every N seconds
             (``"Ns"``); default (None) about 20 lines per run.
+        calibrate: with ``validation_data``, choose the prediction thresholds after training
+            (``lacss_core.calibrate.calibrate`` on ``validation_data``, F1 at IoU 0.5) and
+            store them in the model (``min_score``, ``segmentation_threshold``,
+            ``predict_nms_distance``, ``calibration``; printed with ``verbose``), so the trained
+            model predicts with them by default. Checkpoints (``best.keras`` included) are
+            saved during training and keep the previous values. Validation data that cannot be
+            calibrated on (no cell) leaves them as they were, with a warning.
 
     Before training, :func:`record_training_data` stores the data's normalisation and median cell
     diameter in the model's config, for prediction.
@@ -394,15 +402,35 @@ def train(
         progress=dict(show="auto" if verbose else "none", every=log_every[0], seconds=log_every[1]),
     )
     if checkpoint_dir is None:
-        return _fit(state=_fresh_state(record), checkpoint_dir=None, **run)
-    created = not os.path.isdir(checkpoint_dir)
+        history = _fit(state=_fresh_state(record), checkpoint_dir=None, **run)
+    else:
+        created = not os.path.isdir(checkpoint_dir)
+        try:
+            with FolderLock(checkpoint_dir, purpose="lacss training"):
+                state = _resume(model, train_data, checkpoint_dir, steps, record, resume)
+                history = _fit(state=state, checkpoint_dir=checkpoint_dir, **run)
+        finally:
+            if created and os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
+                os.rmdir(checkpoint_dir)  # a run that failed before its first checkpoint
+    if calibrate and validation_data is not None:
+        calibrate_after_training(model, validation_data, verbose)
+    return history
+
+
+def calibrate_after_training(model: keras.Model, validation_data, verbose: int = 1) -> dict | None:
+    """``train``'s last step: calibrate the thresholds on ``validation_data`` and store them
+    (``lacss_core.calibrate``); returns the calibration, or None (with a warning on stderr)
+    when the data cannot be calibrated on, so a finished training run is never lost to it."""
+    from lacss_core.calibrate import calibrate, describe
+
     try:
-        with FolderLock(checkpoint_dir, purpose="lacss training"):
-            state = _resume(model, train_data, checkpoint_dir, steps, record, resume)
-            return _fit(state=state, checkpoint_dir=checkpoint_dir, **run)
-    finally:
-        if created and os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
-            os.rmdir(checkpoint_dir)  # a run that failed before its first checkpoint
+        result = calibrate(model, validation_data, store=True)
+    except ValueError as e:
+        print(f"warning: thresholds not calibrated: {e}", file=sys.stderr)
+        return None
+    if verbose:
+        print(describe(result), file=sys.stdout, flush=True)
+    return result
 
 
 def _fit(
@@ -618,6 +646,7 @@ __all__ = [
     "RESUME_MODES",
     "CheckpointMismatchError",
     "StepBatches",
+    "calibrate_after_training",
     "checkpoint_name",
     "evaluate_ap",
     "load_state",

@@ -192,3 +192,66 @@ def test_bad_calibration_values_change_nothing(model, chosen_values, message):
     with pytest.raises(ValueError, match=message):
         apply_calibration(model, chosen_values)
     assert current_values(model) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# After training, and the command line
+
+
+def test_train_calibrates_on_its_validation_data_and_still_resumes(model, validation, tmp_path,
+                                                                   capsys):  # fmt: skip
+    calibrated = fresh_copy(model)
+    data = LacssDataset(
+        SyntheticCells(2, seed=0, **CELLS), batch_size=2, max_instances=12, size=CELLS["size"]
+    )
+    folder = str(tmp_path / "ckpt")
+    run = dict(steps=1, learning_rate=1e-6, checkpoint_dir=folder)
+    train(calibrated, data, validation_data=[validation[0], validation[1]], **run)
+    assert "calibrated on 2 validation image(s): min_score" in capsys.readouterr().out
+    assert calibrated.calibration["images"] == 2
+    assert calibrated.nms_distance is None  # training's own NMS distance is left alone
+    # The calibrated values are prediction settings, not the run's identity: the same run
+    # resumes (here: nothing left to do), and calibrate=False leaves the values as they are.
+    calibrated.min_score = 0.77
+    train(calibrated, data, validation_data=validation, calibrate=False, **run)
+    assert calibrated.min_score == 0.77 and calibrated.calibration["images"] == 2
+
+
+def _write_folder(folder, samples):
+    import tifffile
+
+    folder.mkdir()
+    for i, sample in enumerate(samples):
+        tifffile.imwrite(folder / f"img{i}.tif", sample.image[..., 0])
+        tifffile.imwrite(folder / f"img{i}_masks.tif", sample.label.astype(np.uint16))
+
+
+def test_cli_calibrate_writes_a_calibrated_model(model, validation, tmp_path, capsys):
+    import json
+
+    from lacss_core.cli import main
+
+    original = tmp_path / "model.keras"
+    keras.saving.save_model(fresh_copy(model), original)
+    folder = tmp_path / "val"
+    _write_folder(folder, [validation[i] for i in range(3)])
+    out, report = tmp_path / "calibrated.keras", tmp_path / "report.json"
+    args = ["calibrate", str(original), str(folder), "--nms-distances", "8,12"]
+    assert main([*args, "-o", str(out), "--report", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "before: min_score 0.2, segmentation_threshold 0.5, nms_distance 8: f1" in printed
+    assert "chosen: " in printed and f"wrote {out}" in printed
+    result = json.loads(report.read_text())
+    assert len(result["table"]) == 18 * 5 * 2 and result["images"] == 3
+    assert current_values(keras.saving.load_model(out)) == chosen(result)
+    assert keras.saving.load_model(original).calibration is None  # untouched without --in-place
+
+    assert main([*args, "-o", str(out)]) == 2
+    assert "exists; use --overwrite" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "x.h5")]) == 2
+    assert "-o must name a .keras file" in capsys.readouterr().err
+    assert main(["calibrate", str(original), str(tmp_path / "nothing"), "-o", "y.keras"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+    assert main([*args, "--in-place", "--min-scores", "0.1,0.3"]) == 0
+    assert keras.saving.load_model(original).calibration["images"] == 3

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lacss_core.cli.calibrate import add_calibrate_parser
 from lacss_core.cli.conformance import add_conformance_parser
 from lacss_core.cli.demo import add_demo_parser
 from lacss_core.cli.evaluate import add_evaluate_parser
@@ -22,6 +23,7 @@ COMMANDS = [
     add_demo_parser,
     add_predict_parser,
     add_train_parser,
+    add_calibrate_parser,
     add_evaluate_parser,
     add_conformance_parser,
 ]

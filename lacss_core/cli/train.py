@@ -81,8 +81,20 @@ def add_train_parser(subparsers) -> None:
         "--checkpoint-dir", help="checkpoint folder (default: OUTPUT without suffix + _checkpoints)"
     )
     g.add_argument("--checkpoint-every", type=int, default=500, help="default: %(default)s")
-    g.add_argument("--validation", help="folder of labelled images for validation AP50")
+    g.add_argument(
+        "--validation",
+        help="folder of labelled images for validation AP50 and, after training, threshold "
+        "calibration",
+    )
     g.add_argument("--validate-every", type=int, default=500, help="default: %(default)s")
+    g.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="with --validation: keep the default thresholds (by default they are chosen on "
+        "the validation images after training, as `lacss calibrate` does, and stored in "
+        "OUTPUT)",
+    )
     how = g.add_mutually_exclusive_group()
     how.add_argument(
         "--resume",
@@ -245,6 +257,7 @@ def run_train(args) -> int:
         run_info={"preset": args.preset, "init": args.init},
         verbose=0 if args.quiet else 1,
         log_every=args.log_every,
+        calibrate=args.calibrate,
     )
     save_model(model, args.output)
     plot_history(history, f"{stem}_training_curve.png")

@@ -72,7 +72,9 @@ class Lacss(keras.Model):
 
     Prediction defaults (``predict_instances`` uses them unless told otherwise; ``lacss
     calibrate`` and training with validation data choose them, see ``lacss_core.calibrate``):
-    ``min_score``, ``nms_distance``, ``segmentation_threshold`` (a patch pixel is in the cell where
+    ``min_score``, ``predict_nms_distance`` (the NMS distance of prediction; None: the training
+    ``nms_distance``; calibration sets this one so that training stays as it was),
+    ``segmentation_threshold`` (a patch pixel is in the cell where
     its probability is ``>`` this), ``image_normalization`` (the per-image intensity normalisation
     the model was trained with, ``lacss_core.data.normalize_image``; None: images used as given),
     ``train_diameter`` (the
@@ -87,6 +89,7 @@ class Lacss(keras.Model):
     #: a training run is the same run whatever they hold.
     PREDICTION_SETTINGS = (
         "min_score",
+        "predict_nms_distance",
         "segmentation_threshold",
         "image_normalization",
         "train_diameter",
@@ -120,6 +123,7 @@ class Lacss(keras.Model):
         train_max_output: int = 512,
         train_min_score: float = 0.0,
         nms_distance: float | None = None,
+        predict_nms_distance: float | None = None,
         mix_distance: float = 16.0,
         lpn_loss_weight: float = 1.0,
         seg_loss_weight: float = 1.0,
@@ -150,6 +154,11 @@ class Lacss(keras.Model):
         if nms_distance is not None:
             _validation.non_negative(nms_distance, "nms_distance")
         self.nms_distance = nms_distance
+        if predict_nms_distance is not None:
+            predict_nms_distance = _validation.non_negative(
+                predict_nms_distance, "predict_nms_distance"
+            )
+        self.predict_nms_distance = predict_nms_distance
         self.mix_distance = _validation.non_negative(mix_distance, "mix_distance")
         self.lpn_loss_weight = _validation.non_negative(lpn_loss_weight, "lpn_loss_weight")
         self.seg_loss_weight = _validation.non_negative(seg_loss_weight, "seg_loss_weight")
@@ -219,6 +228,7 @@ class Lacss(keras.Model):
             "train_max_output": self.train_max_output,
             "train_min_score": self.train_min_score,
             "nms_distance": self.nms_distance,
+            "predict_nms_distance": self.predict_nms_distance,
             "mix_distance": self.mix_distance,
             "lpn_loss_weight": self.lpn_loss_weight,
             "seg_loss_weight": self.seg_loss_weight,

@@ -228,6 +228,7 @@ NON_DEFAULTS = {
         train_max_output=16,
         train_min_score=0.1,
         nms_distance=5.0,
+        predict_nms_distance=6.0,
         mix_distance=8.0,
         lpn_loss_weight=2.0,
         seg_loss_weight=0.5,
