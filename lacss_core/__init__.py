@@ -19,6 +19,8 @@ _registration.install()  # `import lacss_core` is enough for keras.saving.load_m
 
 _LAZY = {
     "Lacss": "lacss_core.models",
+    "distributed_predict": "lacss_core.dask_predict",
+    "predict_zarr": "lacss_core.blockwise",
 }
 
 
@@ -30,4 +32,11 @@ def __getattr__(name):
     raise AttributeError(f"module 'lacss_core' has no attribute {name!r}")
 
 
-__all__ = ["BACKEND", "BackendError", "Lacss", "__version__"]
+__all__ = [
+    "BACKEND",
+    "BackendError",
+    "Lacss",
+    "__version__",
+    "distributed_predict",
+    "predict_zarr",
+]

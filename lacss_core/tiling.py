@@ -224,34 +224,60 @@ def predict_tiled(network, image, settings, tiles, overlap, *, progress=None) ->
         overlap: tile overlap in pixels (``>= network.crop_size``).
         progress: ``None`` (no bar) or a callable ``progress(done, total)`` called after each tile.
     """
-    height, width = image.shape[:2]
+
+    def window(tile):
+        rows, cols = tile.rows, tile.cols
+        return image[rows.start : rows.start + rows.size, cols.start : cols.start + cols.size]
+
+    cells, saturated = collect_tiles(network, window, settings, tiles, overlap, progress=progress)
+    kept = select_cells(cells, settings.nms_distance)
+    ranks = np.zeros(image.shape[:2], np.int32)
+    for rank, i in enumerate(kept, start=1):
+        paint(ranks, cells.corners[i], cells.masks[i], rank)
+    scores = np.asarray(cells.scores, np.float32)
+    locations = np.asarray(cells.locations, np.float32).reshape(-1, 2)
+    flags = np.asarray(cells.saturated, bool).reshape(-1)
+    return TiledResult(ranks, scores[kept], locations[kept], flags[kept], len(saturated))
+
+
+def collect_tiles(network, window, settings, tiles, overlap, *, progress=None):
+    """Run ``network`` on ``tiles`` (splitting saturated ones, as ``predict_tiled``) and keep
+    every tile's cells near its core.
+
+    Args:
+        window: ``window(tile) -> (h, w, C) float32``, the normalised pixels under ``tile``.
+        Others: as ``predict_tiled``.
+    Returns:
+        ``(cells, saturated)``: the ``TileCells`` reported (image coordinates), and the ``Tile``s
+        still saturated at the floor size.
+    """
     margin = min(settings.nms_distance, max(0.0, (overlap - network.crop_size) / 2))
     cells = TileCells([], [], [], [], [], [])
-    pending, done, saturated_tiles = list(reversed(tiles)), 0, 0
+    pending, done, saturated = list(reversed(tiles)), 0, []
     while pending:
         tile = pending.pop()
         rows, cols = tile.rows, tile.cols
-        window = image[rows.start : rows.start + rows.size, cols.start : cols.start + cols.size]
-        out = network.run(window, settings, render=False)
+        out = network.run(window(tile), settings, render=False)
         size = child_size(tile.side, overlap, network.crop_size)
         if out["saturated"] and size < tile.side:
             pending.extend(reversed(split_tile(tile, size, overlap)))  # depth first, in order
         else:
-            saturated_tiles += int(out["saturated"])
+            if out["saturated"]:
+                saturated.append(tile)
             cells.add(out, (rows.start, cols.start), rows, cols, margin, out["saturated"])
         done += 1
         if progress is not None:
             progress(done, done + len(pending))
+    return cells, saturated
+
+
+def select_cells(cells: TileCells, distance) -> np.ndarray:
+    """Indices into ``cells`` of the cells kept, in priority order (score descending; on equal
+    scores a core cell before a margin copy of it), after greedy NMS at ``distance``."""
     scores = np.asarray(cells.scores, np.float32)
     locations = np.asarray(cells.locations, np.float32).reshape(-1, 2)
-    # Priority: score descending; on equal scores a core cell before a margin copy of it.
     order = np.lexsort((~np.asarray(cells.in_core, bool), -scores))
-    kept = order[greedy_nms(locations[order], settings.nms_distance)]
-    ranks = np.zeros((height, width), np.int32)
-    for rank, i in enumerate(kept, start=1):
-        paint(ranks, cells.corners[i], cells.masks[i], rank)
-    flags = np.asarray(cells.saturated, bool).reshape(-1)
-    return TiledResult(ranks, scores[kept], locations[kept], flags[kept], saturated_tiles)
+    return order[greedy_nms(locations[order], distance)]
 
 
 def paint(ranks, corner, mask, rank) -> None:

@@ -53,7 +53,10 @@ def add_predict_parser(subparsers) -> None:
         "a run writes into it; a rerun skips images whose outputs are complete and finishes the "
         "others. Z-stacks and time series (from the file's axes metadata) are refused unless "
         "you pick a plane (--plane) or segment every plane (--stack-mode per-plane: a label "
-        "stack, an overlay TIFF stack and one table with a plane column).",
+        "stack, an overlay TIFF stack and one table with a plane column). A zarr array or OME-Zarr "
+        "image (a .zarr folder) is segmented block by block, in memory that does not grow with "
+        "its size, into STEM_label.zarr (int32, chunked, compressed) and STEM_cells.csv; "
+        "--dask runs its blocks on a Dask cluster.",
         epilog="example: lacss predict images/ -o results/ (the shipped generalist), or "
         "lacss predict model.keras images/ extra/*.tif -o results/",
     )
@@ -70,8 +73,9 @@ def add_predict_parser(subparsers) -> None:
         "inputs",
         metavar="INPUT",
         nargs="+",
-        help="image files (.tif, .tiff, .png, .jpg), folders (their image files, not recursive; "
-        "this command's own outputs are left out) or quoted glob patterns",
+        help="image files (.tif, .tiff, .png, .jpg), zarr arrays or OME-Zarr images (.zarr "
+        "folders), folders (their image files, not recursive; this command's own outputs are "
+        "left out) or quoted glob patterns",
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created)")
     p.add_argument(
@@ -150,6 +154,26 @@ def add_predict_parser(subparsers) -> None:
         metavar="N",
         help="the most cells one tile can hold (default: the model's max_output); raise it if "
         "tiles are reported saturated",
+    )
+    p.add_argument(
+        "--dask",
+        nargs="?",
+        const="local",
+        metavar="SCHEDULER_ADDRESS",
+        help="segment zarr inputs on Dask: alone, a LocalCluster of worker processes on this "
+        "machine; with an address (e.g. tcp://host:8786, or put it last or write "
+        "--dask=ADDRESS), that cluster's workers (docs/large_images.md)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes of the --dask LocalCluster (default: Dask's choice)",
+    )
+    p.add_argument(
+        "--block-size",
+        type=int,
+        default=2048,
+        help="zarr inputs: block side in pixels; memory follows it (default: 2048)",
     )
     p.add_argument("--coco", action="store_true", help="also write STEM_coco.json (COCO, RLE)")
     p.add_argument(
@@ -269,17 +293,30 @@ def run_predict(args) -> int:
     from lacss_core._atomic import remove_stale_temporaries
     from lacss_core._lock import FolderLock
     from lacss_core._progress import track
+    from lacss_core.zarr_io import is_zarr_path
 
     own_outputs = (OUTPUT_SUFFIXES["label"], OUTPUT_SUFFIXES["overlay"], STACK_OVERLAY_SUFFIX)
     model_name, inputs = split_model_argument(args.model, args.inputs)
-    files, failures = expand_inputs(inputs, IMAGE_EXTENSIONS, skip=own_outputs)
+    zarrs = [Path(item) for item in inputs if is_zarr_path(item) and Path(item).is_dir()]
+    inputs = [item for item in inputs if Path(item) not in zarrs]
+    files, failures = (
+        expand_inputs(inputs, IMAGE_EXTENSIONS, skip=own_outputs) if inputs else ([], [])
+    )
     for failure in failures:
         report(f"error: {failure}")
+    if args.dask is not None and files:
+        raise ValueError(
+            f"--dask segments zarr images; {files[0]} is not one (convert it to zarr, or leave "
+            "out --dask)"
+        )
+    files = zarrs + files
     if not files:
         report("error: no input images found")
         return 1
     model = load_model(model_name)
     options = check_predict_args(args, model)
+    if zarrs:
+        check_zarr_args(args)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"output folder {out_dir} exists and is not a folder")
@@ -306,18 +343,29 @@ def run_predict(args) -> int:
                 report(f"error: {failures[-1]}")
                 continue
             seen[path.stem] = path
-            if not args.overwrite and log.complete(path.stem, run_id, kinds):
+            if path in zarrs and zarr_stem(path) != path.stem:
+                seen[zarr_stem(path)] = path
+            wanted = ZARR_KINDS if path in zarrs else kinds
+            if not args.overwrite and log.complete(path.stem, run_id, wanted):
                 report(f"skipped {path}: its outputs exist (use --overwrite to replace them)")
                 skipped += 1
                 continue
             try:
-                written, saturated_tiles = segment_file(model, path, out_dir, kinds, options, args)
+                if path in zarrs:
+                    written, saturated_tiles = segment_zarr(
+                        model, model_name, path, out_dir, options, args
+                    )
+                else:
+                    written, saturated_tiles = segment_file(
+                        model, path, out_dir, kinds, options, args
+                    )
             except Exception as e:  # any reader or model error: report it, go on with the batch
                 failures.append(f"{path}: {e}")
                 report(f"error: {failures[-1]}")
                 continue
-            remove_other_outputs(out_dir, path.stem, keep=written)
-            log.record(path, run_id, kinds, written)
+            if path not in zarrs:
+                remove_other_outputs(out_dir, path.stem, keep=written)
+            log.record(path, run_id, ZARR_KINDS if path in zarrs else kinds, written)
             done += 1
             if saturated_tiles:
                 saturated += 1
@@ -374,6 +422,53 @@ def load_model(name_or_path: str):
         f"model {name_or_path!r} is neither a .keras file nor a preset ({presets}) nor a "
         f"pretrained model ({', '.join(pretrained.available())})"
     )
+
+
+# ---------------------------------------------------------------------------- zarr images
+# What a zarr input gives: a label zarr and the per-cell table (no overlay, COCO or ROIs: an
+# image larger than memory has no useful overlay PNG).
+ZARR_KINDS = ("label", "csv")
+
+
+def zarr_stem(path: Path) -> str:
+    """``big.zarr`` -> ``big``; ``big.ome.zarr`` -> ``big``."""
+    name = path.name
+    for suffix in (".zarr", ".ome"):
+        name = name[: -len(suffix)] if name.lower().endswith(suffix) else name
+    return name
+
+
+def check_zarr_args(args) -> None:
+    """Options that zarr inputs cannot take, refused before any work."""
+    if args.stack_mode != "error":
+        raise ValueError("zarr inputs take one plane of a stack: use --plane N, not --stack-mode")
+    if args.diameter is not None or args.scale != 1:
+        raise ValueError(
+            "zarr inputs are segmented at their own scale: leave out --scale and --diameter"
+        )
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+
+
+def segment_zarr(model, model_name, path: Path, out_dir: Path, options: dict, args):
+    """Segment one zarr image block by block (on Dask with --dask); returns ``(names,
+    saturated_tiles)`` like ``segment_file``. A rerun resumes an interrupted job."""
+    from lacss_core import blockwise
+
+    stem = zarr_stem(path)
+    label = out_dir / f"{stem}_label.zarr"
+    common = dict(plane=args.plane, block_size=args.block_size, overwrite=args.overwrite)
+    if args.dask is None:
+        summary = blockwise.predict_zarr(model, path, label, **common, **options)
+    else:
+        from lacss_core.dask_predict import distributed_predict
+
+        client = None if args.dask == "local" else args.dask
+        summary = distributed_predict(
+            path, model_name, label, client=client, n_workers=args.workers, **common, **options
+        )
+    names = [label.name, Path(summary["table"]).name]
+    return names, summary["saturated_tiles"]
 
 
 # ---------------------------------------------------------------------------- one file
