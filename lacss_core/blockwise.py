@@ -36,7 +36,6 @@ order. Scale and diameter are not supported blockwise (the image is used at scal
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -691,22 +690,20 @@ def _model_identity(model, spec) -> dict:
 
 # ---------------------------------------------------------------------------- the driver
 def sequential(function, items, progress=None):
-    """The in-process executor: ``[function(item) for item in items]``, with a tqdm bar."""
-    results = []
-    bar = None
-    if progress is not False and len(items) > 1:
-        with contextlib.suppress(ImportError):
-            from tqdm import tqdm
+    """The in-process executor: ``[function(item) for item in items]``, reporting progress on
+    stderr (``lacss_core._progress``): ``None`` a bar on a terminal only, ``True`` also plain
+    lines elsewhere, ``False`` nothing."""
+    from lacss_core._progress import Progress
 
-            name = getattr(function, "__name__", "blocks").replace("block_", "")
-            disable = None if progress is None else False
-            bar = tqdm(total=len(items), desc=f"blocks: {name}", leave=False, disable=disable)
-    for item in items:
-        results.append(function(item))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+    if progress is False or len(items) < 2:
+        return [function(item) for item in items]
+    name = getattr(getattr(function, "func", function), "__name__", "blocks")
+    show = "auto" if progress else "terminal"
+    results = []
+    with Progress(len(items), f"blocks ({name})", "block", show=show, leave=False) as bar:
+        for item in items:
+            results.append(function(item))
+            bar.update(len(results))
     return results
 
 
