@@ -106,6 +106,7 @@ def test_blockwise_zarr_equals_in_memory_tiled_predict(reference, blockwise_labe
     assert crossing >= 5
 
 
+@pytest.mark.filterwarnings("ignore:Call to deprecated class Scaler:DeprecationWarning")
 def test_ome_zarr_level0_and_planes(model, image_path, blockwise_label, tmp_path):
     from ome_zarr.writer import write_image
 
