@@ -2,7 +2,8 @@
 
 ``train()`` writes :func:`run_record` into ``state.json`` with every checkpoint. Resuming compares
 the record of the new call with the stored one (:func:`differences`): the model's architecture
-(its config), the optimizer, the seed and the training data (settings and a content hash of the
+(its config, less the prediction-only and execution-only entries such as ``data_format``), the
+optimizer, the seed and the training data (settings and a content hash of the
 samples, or what the data object says about itself through a ``fingerprint()`` method), plus any
 ``run_info`` the caller adds (the CLI adds its options). Steps, checkpoint and validation
 intervals are not part of it: raising ``steps`` continues a finished run.
@@ -21,6 +22,8 @@ def run_record(model, optimizer, train_data, seed, run_info=None) -> dict:
     config = dict(model.get_config())
     config.pop("name", None)  # Keras numbers the names of models built in one process
     for key in getattr(model, "PREDICTION_SETTINGS", ()):  # not training: recorded from data
+        config.pop(key, None)
+    for key in getattr(model, "EXECUTION_SETTINGS", ()):  # same weights, same numbers
         config.pop(key, None)
     return _plain(
         {

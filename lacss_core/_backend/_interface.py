@@ -111,6 +111,14 @@ class Backend:
         """Wait until every tensor in ``tree`` is computed (asynchronous dispatch); return it."""
         return tree
 
+    # -------------------------------------------------------------- layouts
+    def default_data_format(self) -> str:
+        """The feature-map layout ``Lacss(data_format=None)`` runs in: ``"channels_last"`` or
+        ``"channels_first"``. Here Keras' ``keras.config.image_data_format()``."""
+        import keras
+
+        return keras.config.image_data_format()
+
     # -------------------------------------------------------------- devices and processes
     def device_kind(self) -> str:
         """``"gpu"`` when the default device is a GPU, else ``"cpu"`` (or the platform name)."""

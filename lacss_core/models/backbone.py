@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from lacss_core import _validation
-from lacss_core.models import factory
+from lacss_core.models import factory, layout
 from lacss_core.models.normalization import check_normalization, make_norm
 
 CONV_INIT = "he_normal"
@@ -20,10 +20,10 @@ def _conv(filters: int, size: int, name: str, strides: int = 1, **kwargs) -> ker
     )
 
 
-def _with_channels(shape, channels: int) -> tuple:
-    """``shape`` (B, H, W, C) with its channel count replaced; spatial sizes are left ``None``
+def _with_channels(shape, channels: int, data_format: str) -> tuple:
+    """4-D ``shape`` with its channel count replaced; spatial sizes are left ``None``
     because every layer here is size-agnostic."""
-    return (shape[0], None, None, channels)
+    return layout.feature_shape(channels, data_format, batch=shape[0])
 
 
 def _positive_ints(values, name: str) -> list[int]:
@@ -35,15 +35,17 @@ class ChannelAttention(keras.layers.Layer):
     """CBAM channel attention: ``x * sigmoid(MLP(maxpool(x)) + MLP(avgpool(x)))``.
 
     One MLP ``Dense(max(1, C // reduction)) + ReLU -> Dense(C)`` is shared by both pooled vectors.
-    Input and output ``(B, H, W, C)`` float32.
+    Input and output ``(B, H, W, C)`` float32, or ``(B, C, H, W)`` with
+    ``data_format="channels_first"`` (``None``: ``keras.config.image_data_format()``).
     """
 
-    def __init__(self, reduction: int = 16, **kwargs):
+    def __init__(self, reduction: int = 16, data_format: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.reduction = _validation.positive_int(reduction, "reduction")
+        self.data_format = layout.check_data_format(data_format)
 
     def build(self, input_shape):
-        channels = input_shape[-1]
+        channels = layout.channels(input_shape, self.data_format)
         hidden = max(1, channels // self.reduction)
         self.squeeze = factory.dense(hidden, "squeeze", activation="relu")
         self.excite = factory.dense(channels, "excite")
@@ -52,13 +54,16 @@ class ChannelAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        pooled_max = ops.max(x, axis=(1, 2))
-        pooled_avg = ops.mean(x, axis=(1, 2))
+        spatial = layout.spatial_axes(self.data_format)
+        pooled_max = ops.max(x, axis=spatial)
+        pooled_avg = ops.mean(x, axis=spatial)
         logits = self.excite(self.squeeze(pooled_max)) + self.excite(self.squeeze(pooled_avg))
-        return x * ops.sigmoid(logits)[:, None, None, :]
+        weights = ops.expand_dims(ops.sigmoid(logits), spatial)  # (B, 1, 1, C) or (B, C, 1, 1)
+        return x * weights
 
     def get_config(self):
-        return {**super().get_config(), "reduction": self.reduction}
+        config = {**super().get_config(), "reduction": self.reduction}
+        return {**config, "data_format": self.data_format}
 
 
 @keras.saving.register_keras_serializable(package="lacss")
@@ -68,7 +73,8 @@ class Bottleneck(keras.layers.Layer):
     ``conv1x1(n)+norm+ReLU -> conv3x3(n, stride)+norm+ReLU -> conv1x1(expansion*n)+norm ->
     channel attention -> + shortcut -> ReLU``. The shortcut is ``conv1x1(expansion*n, stride)+norm``
     when the stride or channel count changes, else the identity.
-    Input ``(B, H, W, C)``; output ``(B, ceil(H/stride), ceil(W/stride), expansion*n)``.
+    Input ``(B, H, W, C)``; output ``(B, ceil(H/stride), ceil(W/stride), expansion*n)`` (both
+    channels-first with ``data_format="channels_first"``).
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class Bottleneck(keras.layers.Layer):
         expansion: int = 4,
         normalization: str = "batch",
         attention_reduction: int = 16,
+        data_format: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -86,33 +93,35 @@ class Bottleneck(keras.layers.Layer):
         self.expansion = expansion
         self.normalization = check_normalization(normalization)
         self.attention_reduction = attention_reduction
+        self.data_format = fmt = layout.check_data_format(data_format)
         out = filters * expansion
-        self.conv1 = _conv(filters, 1, "conv1", use_bias=False)
-        self.norm1 = make_norm(normalization, filters, "norm1")
-        self.conv2 = _conv(filters, 3, "conv2", strides=strides, use_bias=False)
-        self.norm2 = make_norm(normalization, filters, "norm2")
-        self.conv3 = _conv(out, 1, "conv3", use_bias=False)
-        self.norm3 = make_norm(normalization, out, "norm3")
-        self.attention = ChannelAttention(attention_reduction, name="attention")
+        self.conv1 = _conv(filters, 1, "conv1", use_bias=False, data_format=fmt)
+        self.norm1 = make_norm(normalization, filters, "norm1", fmt)
+        self.conv2 = _conv(filters, 3, "conv2", strides=strides, use_bias=False, data_format=fmt)
+        self.norm2 = make_norm(normalization, filters, "norm2", fmt)
+        self.conv3 = _conv(out, 1, "conv3", use_bias=False, data_format=fmt)
+        self.norm3 = make_norm(normalization, out, "norm3", fmt)
+        self.attention = ChannelAttention(attention_reduction, data_format=fmt, name="attention")
 
     def build(self, input_shape):
+        fmt = self.data_format
         out = self.filters * self.expansion
-        self.projects = self.strides != 1 or input_shape[-1] != out
+        self.projects = self.strides != 1 or layout.channels(input_shape, fmt) != out
         if self.projects:
             self.shortcut_conv = _conv(
-                out, 1, "shortcut_conv", strides=self.strides, use_bias=False
+                out, 1, "shortcut_conv", strides=self.strides, use_bias=False, data_format=fmt
             )
-            self.shortcut_norm = make_norm(self.normalization, out, "shortcut_norm")
+            self.shortcut_norm = make_norm(self.normalization, out, "shortcut_norm", fmt)
             self.shortcut_conv.build(input_shape)
-            self.shortcut_norm.build(_with_channels(input_shape, out))
-        narrow = _with_channels(input_shape, self.filters)
+            self.shortcut_norm.build(_with_channels(input_shape, out, fmt))
+        narrow = _with_channels(input_shape, self.filters, fmt)
         self.conv1.build(input_shape)
         self.norm1.build(narrow)
         self.conv2.build(narrow)
         self.norm2.build(narrow)
         self.conv3.build(narrow)
-        self.norm3.build(_with_channels(input_shape, out))
-        self.attention.build(_with_channels(input_shape, out))
+        self.norm3.build(_with_channels(input_shape, out, fmt))
+        self.attention.build(_with_channels(input_shape, out, fmt))
         self.built = True
 
     def call(self, x, training=False):
@@ -132,6 +141,7 @@ class Bottleneck(keras.layers.Layer):
             "expansion": self.expansion,
             "normalization": self.normalization,
             "attention_reduction": self.attention_reduction,
+            "data_format": self.data_format,
         }
 
 
@@ -143,7 +153,8 @@ class ResNetBackbone(keras.layers.Layer):
     Stage ``i`` has ``stage_blocks[i]`` bottlenecks of width ``stage_widths[i]``; its first block
     has stride 2. Input ``(B, H, W, C)`` float32 with ``H, W`` multiples of ``2**len(stages)``;
     output: list of stage outputs ``[C1, C2, ...]``, ``C_i`` of shape
-    ``(B, H/2**i, W/2**i, expansion*stage_widths[i-1])``.
+    ``(B, H/2**i, W/2**i, expansion*stage_widths[i-1])`` (input and outputs channels-first with
+    ``data_format="channels_first"``; ``None``: ``keras.config.image_data_format()``).
     """
 
     def __init__(
@@ -154,9 +165,11 @@ class ResNetBackbone(keras.layers.Layer):
         expansion: int = 4,
         normalization: str = "batch",
         attention_reduction: int = 16,
+        data_format: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.data_format = fmt = layout.check_data_format(data_format)
         self.stem_filters = _positive_ints(stem_filters, "stem_filters")
         self.stage_blocks = _positive_ints(stage_blocks, "stage_blocks")
         self.stage_widths = _positive_ints(stage_widths, "stage_widths")
@@ -169,9 +182,10 @@ class ResNetBackbone(keras.layers.Layer):
         self.normalization = check_normalization(normalization)
         self.attention_reduction = attention_reduction
         self.stem_convs = [
-            _conv(f, 3, f"stem_conv{i}", activation="relu") for i, f in enumerate(self.stem_filters)
+            _conv(f, 3, f"stem_conv{i}", activation="relu", data_format=fmt)
+            for i, f in enumerate(self.stem_filters)
         ]
-        self.stem_norm = make_norm(normalization, self.stem_filters[-1], "stem_norm")
+        self.stem_norm = make_norm(normalization, self.stem_filters[-1], "stem_norm", fmt)
         # One flat list (Keras tracks flat lists of layers reliably), stage after stage.
         self.blocks = [
             Bottleneck(
@@ -180,6 +194,7 @@ class ResNetBackbone(keras.layers.Layer):
                 expansion=expansion,
                 normalization=normalization,
                 attention_reduction=attention_reduction,
+                data_format=fmt,
                 name=f"stage{s + 1}_block{b}",
             )
             for s, width in enumerate(self.stage_widths)
@@ -195,11 +210,11 @@ class ResNetBackbone(keras.layers.Layer):
         shape = tuple(input_shape)
         for conv in self.stem_convs:
             conv.build(shape)
-            shape = _with_channels(shape, conv.filters)
+            shape = _with_channels(shape, conv.filters, self.data_format)
         self.stem_norm.build(shape)
         for block in self.blocks:
             block.build(shape)
-            shape = _with_channels(shape, block.filters * block.expansion)
+            shape = _with_channels(shape, block.filters * block.expansion, self.data_format)
         self.built = True
 
     def call(self, x, training=False):
@@ -223,4 +238,5 @@ class ResNetBackbone(keras.layers.Layer):
             "expansion": self.expansion,
             "normalization": self.normalization,
             "attention_reduction": self.attention_reduction,
+            "data_format": self.data_format,
         }

@@ -19,6 +19,7 @@ def conv2d(
     use_bias: bool = True,
     kernel_initializer="glorot_uniform",
     bias_initializer="zeros",
+    data_format: str = "channels_last",
 ) -> keras.layers.Conv2D:
     """``keras.layers.Conv2D`` with ``padding="same"`` (SPEC 2) and host initializers."""
     return keras.layers.Conv2D(
@@ -26,6 +27,7 @@ def conv2d(
         size,
         strides=strides,
         padding="same",
+        data_format=data_format,
         activation=activation,
         use_bias=use_bias,
         kernel_initializer=host(kernel_initializer),
@@ -35,7 +37,13 @@ def conv2d(
 
 
 def conv2d_transpose(
-    filters: int, size: int, name: str, *, strides: int, bias_initializer="zeros"
+    filters: int,
+    size: int,
+    name: str,
+    *,
+    strides: int,
+    bias_initializer="zeros",
+    data_format: str = "channels_last",
 ) -> keras.layers.Conv2DTranspose:
     """``keras.layers.Conv2DTranspose`` with ``padding="same"`` and host initializers."""
     return keras.layers.Conv2DTranspose(
@@ -43,6 +51,7 @@ def conv2d_transpose(
         size,
         strides=strides,
         padding="same",
+        data_format=data_format,
         kernel_initializer=host("glorot_uniform"),
         bias_initializer=host(bias_initializer),
         name=name,

@@ -6,13 +6,15 @@ import keras
 from keras import ops
 
 from lacss_core import _validation
-from lacss_core.models import factory
+from lacss_core.models import factory, layout
 
 
-def upsample2x_nearest(x):
-    """Nearest-neighbour 2x upsampling: ``(B, H, W, C) -> (B, 2H, 2W, C)``, ``out[2i+a, 2j+b] =
-    x[i, j]``. ``ops.repeat`` gives the same result on every backend (no resize kernel involved)."""
-    return ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+def upsample2x_nearest(x, data_format: str = "channels_last"):
+    """Nearest-neighbour 2x upsampling: ``(B, H, W, C) -> (B, 2H, 2W, C)`` (or ``(B, C, H, W) ->
+    (B, C, 2H, 2W)``), ``out[2i+a, 2j+b] = x[i, j]``. ``ops.repeat`` gives the same result on every
+    backend (no resize kernel involved)."""
+    rows, cols = layout.spatial_axes(data_format)
+    return ops.repeat(ops.repeat(x, 2, axis=rows), 2, axis=cols)
 
 
 @keras.saving.register_keras_serializable(package="lacss")
@@ -23,34 +25,41 @@ class FPN(keras.layers.Layer):
     ``P_k = relu(conv3x3(lat_k + upsample2x_nearest(P_{k+1})))`` going finer, using the post-conv
     ``P_{k+1}``. Input: list ``[C1, ..., C_L]`` with ``C_k`` of shape ``(B, H/2**k, W/2**k, *)``
     (each level exactly half the previous); output: list ``[P1, ..., P_L]``, all ``channels`` wide.
+    All maps are channels-first with ``data_format="channels_first"`` (``None``:
+    ``keras.config.image_data_format()``).
     """
 
-    def __init__(self, channels: int = 256, **kwargs):
+    def __init__(self, channels: int = 256, data_format: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.channels = _validation.positive_int(channels, "channels")
+        self.data_format = layout.check_data_format(data_format)
 
     def build(self, input_shape):
         levels = len(input_shape)
         if levels < 2:
             raise ValueError(f"FPN needs at least 2 input levels, got {levels}")
-        self.laterals = [factory.conv2d(self.channels, 1, f"lateral{k + 1}") for k in range(levels)]
+        fmt = self.data_format
+        self.laterals = [
+            factory.conv2d(self.channels, 1, f"lateral{k + 1}", data_format=fmt)
+            for k in range(levels)
+        ]
         self.smooths = [
-            factory.conv2d(self.channels, 3, f"smooth{k + 1}", activation="relu")
+            factory.conv2d(self.channels, 3, f"smooth{k + 1}", activation="relu", data_format=fmt)
             for k in range(levels - 1)
         ]
         for lateral, shape in zip(self.laterals, input_shape, strict=True):
             lateral.build(tuple(shape))
         for smooth in self.smooths:
-            smooth.build((None, None, None, self.channels))
+            smooth.build(layout.feature_shape(self.channels, fmt))
         self.built = True
 
     def call(self, features):
         laterals = [conv(c) for conv, c in zip(self.laterals, features, strict=True)]
         outputs = [laterals[-1]]
         for k in range(len(laterals) - 2, -1, -1):
-            merged = laterals[k] + upsample2x_nearest(outputs[0])
+            merged = laterals[k] + upsample2x_nearest(outputs[0], self.data_format)
             outputs.insert(0, self.smooths[k](merged))
         return outputs
 
     def get_config(self):
-        return {**super().get_config(), "channels": self.channels}
+        return {**super().get_config(), "channels": self.channels, "data_format": self.data_format}

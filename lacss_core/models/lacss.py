@@ -10,6 +10,7 @@ from keras import ops
 
 from lacss_core import _validation
 from lacss_core import ops as lops
+from lacss_core.models import layout
 from lacss_core.models.auxnet import AuxNet
 from lacss_core.models.backbone import ResNetBackbone
 from lacss_core.models.fpn import FPN
@@ -82,6 +83,16 @@ class Lacss(keras.Model):
     unknown; ``predict_instances(diameter=...)`` rescales images by ``train_diameter / diameter``)
     and ``calibration`` (a record of the last calibration: data, metric, scores; or ``None``).
 
+    ``data_format``: the layout the layers run in, ``"channels_last"`` or ``"channels_first"``;
+    ``None`` (the default) means the backend's choice, ``lacss_core._backend``'s
+    ``default_data_format()``: channels-first on torch (Keras 3.15's torch convolution copies
+    every channels-last input twice), ``keras.config.image_data_format()`` elsewhere. The model's
+    interface is channels-last in every layout (images ``(B, H, W, C)`` in, the outputs below
+    out; one transpose at the boundary), the outputs agree to float rounding, and the weights are
+    the same: a model saved in one layout loads in the other. The config keeps the argument as
+    given, so a model saved with ``None`` runs in the loading backend's default layout.
+    ``model.data_format`` is the layout in use.
+
     Use ``Lacss.from_preset("lacss_resnet50")`` (the paper) or ``"lacss_tiny"`` (tests, CPU demos).
     """
 
@@ -95,6 +106,10 @@ class Lacss(keras.Model):
         "train_diameter",
         "calibration",
     )
+    #: Config entries that change how the network is computed, not what it computes (the same
+    #: weights, outputs equal to float rounding): a training run is the same run whatever they
+    #: hold, so a run started channels-last resumes channels-first (e.g. on torch).
+    EXECUTION_SETTINGS = ("data_format",)
 
     def __init__(
         self,
@@ -131,9 +146,12 @@ class Lacss(keras.Model):
         image_normalization: str = "percentile",
         train_diameter: float | None = None,
         calibration: dict | None = None,
+        data_format: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._data_format_argument = data_format
+        self.data_format = fmt = layout.model_data_format(data_format)
         num_levels = len(list(stage_blocks))
         lpn_level = _validation.check_int(lpn_level, "lpn_level")
         if not 2 <= lpn_level <= num_levels:
@@ -178,10 +196,11 @@ class Lacss(keras.Model):
             expansion=expansion,
             normalization=normalization,
             attention_reduction=attention_reduction,
+            data_format=fmt,
             name="backbone",
         )
-        self.fpn = FPN(fpn_channels, name="fpn")
-        self.lpn = LPNHead(lpn_filters, normalization=normalization, name="lpn")
+        self.fpn = FPN(fpn_channels, data_format=fmt, name="fpn")
+        self.lpn = LPNHead(lpn_filters, normalization=normalization, data_format=fmt, name="lpn")
         self.segmentor = Segmentor(
             segmentor_filters,
             segmentor_trunk_layers,
@@ -189,9 +208,12 @@ class Lacss(keras.Model):
             head_bias_init=segmentor_head_bias_init,
             centre_prior_sigma=centre_prior_sigma,
             centre_prior_scale=centre_prior_scale,
+            data_format=fmt,
             name="segmentor",
         )
-        self.auxnet = AuxNet(auxnet_filters, auxnet_layers, name="auxnet") if use_auxnet else None
+        self.auxnet = None
+        if use_auxnet:
+            self.auxnet = AuxNet(auxnet_filters, auxnet_layers, data_format=fmt, name="auxnet")
 
         self.lpn_loss_tracker = keras.metrics.Mean(name="lpn_loss")
         self.seg_loss_tracker = keras.metrics.Mean(name="seg_loss")
@@ -237,6 +259,7 @@ class Lacss(keras.Model):
             "image_normalization": self.image_normalization,
             "train_diameter": self.train_diameter,
             "calibration": self.calibration,
+            "data_format": self._data_format_argument,
         }
 
     @classmethod
@@ -311,11 +334,13 @@ class Lacss(keras.Model):
         channels = input_shape[-1]
         if channels is None:
             raise ValueError("the image channel count must be known to build Lacss")
-        image_shape = (None, None, None, channels)
+        image_shape = layout.feature_shape(channels, self.data_format)
         self.backbone.build(image_shape)
-        level_shapes = [(None, None, None, c) for c in self.backbone.output_channels]
+        level_shapes = [
+            layout.feature_shape(c, self.data_format) for c in self.backbone.output_channels
+        ]
         self.fpn.build(level_shapes)
-        pyramid_shape = (None, None, None, self.fpn.channels)
+        pyramid_shape = layout.feature_shape(self.fpn.channels, self.data_format)
         self.lpn.build(pyramid_shape)
         self.segmentor.build(pyramid_shape)
         if self.auxnet is not None:
@@ -337,7 +362,9 @@ class Lacss(keras.Model):
 
         Returns the LPN maps cropped to the ``ceil(H/s) x ceil(W/s)`` grid, the proposal
         candidates (``decode_proposals``), the segmentor's shared features on the padded image
-        ``(B, Hp/2, Wp/2, F)``, and the boundary map ``(B, H, W)`` when the auxnet is on.
+        ``(B, Hp/2, Wp/2, F)``, and the boundary map ``(B, H, W)`` when the auxnet is on; images
+        and every output are channels-last whatever ``data_format`` (the layers see the padded
+        image transposed once).
         """
         if len(images.shape) != 4:
             raise ValueError(f"images must have shape (B, H, W, C), got {tuple(images.shape)}")
@@ -351,6 +378,7 @@ class Lacss(keras.Model):
                 [0, 0],
             ],
         )
+        padded = layout.from_channels_last(padded, self.data_format)
         pyramid = self.fpn(self.backbone(padded, training=training))
         scores, offsets = self.lpn(pyramid[self.lpn_level - 1], training=training)
         stride = self.lpn_stride
@@ -369,7 +397,10 @@ class Lacss(keras.Model):
         if self.auxnet is not None:
             # On the unpadded image: the auxnet is stride 1, so the boundary map then does not
             # depend on how much padding the backbone needed.
-            dense["boundary"] = self.auxnet(images)
+            # The unpadded corner of the (transposed) padded image: no second transpose.
+            rows, cols = layout.spatial_axes(self.data_format)
+            unpadded = padded[:, :height, :width] if rows == 1 else padded[:, :, :height, :width]
+            dense["boundary"] = self.auxnet(unpadded)
         return dense
 
     def segment_locations(self, shared_features, locations):

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from lacss_core import _validation
-from lacss_core.models import factory
+from lacss_core.models import factory, layout
 from lacss_core.models.normalization import check_normalization, make_norm
 
 # Focal-loss prior (Lin et al. 2017): start every cell at score ~0.01 so the many negatives do
@@ -20,25 +20,34 @@ SCORE_PRIOR = 0.01
 class LPNHead(keras.layers.Layer):
     """``conv3x3(F)+norm+ReLU -> conv1x1(F)+norm+ReLU ->`` score and offset heads (SPEC 2).
 
-    Input: ``(B, h, w, C)`` float32 feature map of one FPN level (stride ``s``).
-    Output: ``(scores (B, h, w), offsets (B, h, w, 2))``: scores are post-sigmoid probabilities;
+    Input: ``(B, h, w, C)`` float32 feature map of one FPN level (stride ``s``), ``(B, C, h, w)``
+    with ``data_format="channels_first"`` (``None``: ``keras.config.image_data_format()``).
+    Output, channels-last in both layouts (what ``lacss_core.ops`` takes):
+    ``(scores (B, h, w), offsets (B, h, w, 2))``: scores are post-sigmoid probabilities;
     offsets ``(dy, dx)`` are linear, in grid units (multiply by ``s`` for pixels).
     """
 
-    def __init__(self, filters: int = 1024, normalization: str = "batch", **kwargs):
+    def __init__(
+        self,
+        filters: int = 1024,
+        normalization: str = "batch",
+        data_format: str | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters = _validation.positive_int(filters, "filters")
         self.normalization = check_normalization(normalization)
-        self.conv1 = factory.conv2d(filters, 3, "conv1", use_bias=False)
-        self.norm1 = make_norm(normalization, filters, "norm1")
-        self.conv2 = factory.conv2d(filters, 1, "conv2", use_bias=False)
-        self.norm2 = make_norm(normalization, filters, "norm2")
+        self.data_format = fmt = layout.check_data_format(data_format)
+        self.conv1 = factory.conv2d(filters, 3, "conv1", use_bias=False, data_format=fmt)
+        self.norm1 = make_norm(normalization, filters, "norm1", fmt)
+        self.conv2 = factory.conv2d(filters, 1, "conv2", use_bias=False, data_format=fmt)
+        self.norm2 = make_norm(normalization, filters, "norm2", fmt)
         prior_logit = -math.log((1 - SCORE_PRIOR) / SCORE_PRIOR)
-        self.score = factory.conv2d(1, 1, "score", bias_initializer=prior_logit)
-        self.offset = factory.conv2d(2, 1, "offset")
+        self.score = factory.conv2d(1, 1, "score", bias_initializer=prior_logit, data_format=fmt)
+        self.offset = factory.conv2d(2, 1, "offset", data_format=fmt)
 
     def build(self, input_shape):
-        hidden = (input_shape[0], None, None, self.filters)
+        hidden = layout.feature_shape(self.filters, self.data_format, batch=input_shape[0])
         self.conv1.build(tuple(input_shape))
         self.norm1.build(hidden)
         self.conv2.build(hidden)
@@ -50,12 +59,13 @@ class LPNHead(keras.layers.Layer):
     def call(self, x, training=False):
         x = ops.relu(self.norm1(self.conv1(x), training=training))
         x = ops.relu(self.norm2(self.conv2(x), training=training))
-        scores = ops.sigmoid(self.score(x))[..., 0]
-        return scores, self.offset(x)
+        scores = layout.single_channel(ops.sigmoid(self.score(x)), self.data_format)
+        return scores, layout.to_channels_last(self.offset(x), self.data_format)
 
     def get_config(self):
         return {
             **super().get_config(),
             "filters": self.filters,
             "normalization": self.normalization,
+            "data_format": self.data_format,
         }

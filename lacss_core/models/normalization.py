@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 import keras
+from keras import ops
 
+from lacss_core.models import layout
 from lacss_core.models.initializers import host
 
 NORMALIZATIONS = ("batch", "group", "layer")
@@ -24,18 +26,22 @@ def check_normalization(normalization: str) -> str:
     return normalization
 
 
-def make_norm(normalization: str, channels: int, name: str) -> keras.layers.Layer:
-    """A channels-last normalization layer for a ``channels``-wide feature map.
+def make_norm(
+    normalization: str, channels: int, name: str, data_format: str = "channels_last"
+) -> keras.layers.Layer:
+    """A normalization layer for a ``channels``-wide feature map in ``data_format``.
 
     ``"batch"``: BatchNormalization (batch statistics when ``training=True``, moving averages
     otherwise). ``"group"``: GroupNormalization with ``gcd(32, channels)`` groups, so any width
-    works. ``"layer"``: LayerNormalization over the channel axis only (per pixel).
+    works. ``"layer"``: LayerNormalization over the channel axis only (per pixel). Each normalizes
+    over the channel axis of ``data_format``; the weights are ``(channels,)`` in both layouts.
     """
     check_normalization(normalization)
+    axis = layout.channel_axis(data_format)
     scale_and_shift = {"gamma_initializer": host("ones"), "beta_initializer": host("zeros")}
     if normalization == "batch":
         return keras.layers.BatchNormalization(
-            axis=-1,
+            axis=axis,
             momentum=BATCH_NORM_MOMENTUM,
             epsilon=NORM_EPSILON,
             moving_mean_initializer=host("zeros"),
@@ -46,8 +52,29 @@ def make_norm(normalization: str, channels: int, name: str) -> keras.layers.Laye
     if normalization == "group":
         groups = math.gcd(MAX_GROUPS, channels)
         return keras.layers.GroupNormalization(
-            groups=groups, axis=-1, epsilon=NORM_EPSILON, name=name, **scale_and_shift
+            groups=groups, axis=axis, epsilon=NORM_EPSILON, name=name, **scale_and_shift
         )
-    return keras.layers.LayerNormalization(
-        axis=-1, epsilon=NORM_EPSILON, name=name, **scale_and_shift
-    )
+    # Keras' torch LayerNormalization calls F.layer_norm, which normalizes trailing axes only.
+    kind = keras.layers.LayerNormalization if axis == -1 else ChannelsFirstLayerNormalization
+    return kind(axis=axis, epsilon=NORM_EPSILON, name=name, **scale_and_shift)
+
+
+@keras.saving.register_keras_serializable(package="lacss")
+class ChannelsFirstLayerNormalization(keras.layers.LayerNormalization):
+    """LayerNormalization over axis 1 of ``(B, C, H, W)`` (per pixel) that works on every backend:
+    Keras' own fails on torch for a non-trailing axis. Same weights (``gamma``, ``beta`` of
+    ``(C,)``) and, up to float rounding, the same numbers as channels-last ``axis=-1``."""
+
+    def call(self, inputs):
+        if self.axis != [1] or len(inputs.shape) != 4:
+            return super().call(inputs)
+        x = ops.cast(inputs, "float32")  # statistics in float32, as Keras' own layer
+        # Two passes (not ops.moments' E[x^2] - E[x]^2, which cancels when the mean is large).
+        centred = x - ops.mean(x, axis=1, keepdims=True)
+        variance = ops.mean(ops.square(centred), axis=1, keepdims=True)
+        y = centred * ops.rsqrt(variance + self.epsilon)
+        if self.scale:
+            y = y * ops.reshape(ops.cast(self.gamma, y.dtype), (1, -1, 1, 1))
+        if self.center:
+            y = y + ops.reshape(ops.cast(self.beta, y.dtype), (1, -1, 1, 1))
+        return ops.cast(y, self.compute_dtype)

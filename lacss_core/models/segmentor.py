@@ -7,7 +7,7 @@ from keras import ops
 
 from lacss_core import _validation
 from lacss_core import ops as lops
-from lacss_core.models import factory
+from lacss_core.models import factory, layout
 
 
 @keras.saving.register_keras_serializable(package="lacss")
@@ -19,8 +19,11 @@ class Segmentor(keras.layers.Layer):
     2-channel location tensor, conv3x3(filters)+ReLU (zero padded at the patch edge), then
     Conv2DTranspose(1, 3, strides=2, "same") + sigmoid -> ``(c, c)`` at full resolution.
 
-    ``call(features, locations)``: features ``(B, Hf, Wf, C)`` is P1 of the padded image;
-    locations ``(B, M, 2)`` float pixels, ``-1`` padded. Returns ``(B, M, c, c)`` float32
+    ``call(features, locations)``: features ``(B, Hf, Wf, C)`` is P1 of the padded image
+    (``(B, C, Hf, Wf)`` with ``data_format="channels_first"``; ``None``:
+    ``keras.config.image_data_format()``); locations ``(B, M, 2)`` float pixels, ``-1`` padded.
+    The convolutions run in ``data_format``; the trunk's output is made channels-last once, for
+    the patch ops of ``lacss_core.ops``. Returns ``(B, M, c, c)`` float32
     probabilities; rows of invalid locations are computed on zero inputs and should be masked by
     the caller (``Lacss`` zeroes them).
 
@@ -51,9 +54,11 @@ class Segmentor(keras.layers.Layer):
         head_bias_init: float = 0.0,
         centre_prior_sigma: float | None = None,
         centre_prior_scale: float = 12.0,
+        data_format: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.data_format = fmt = layout.check_data_format(data_format)
         self.filters = _validation.positive_int(filters, "filters")
         self.trunk_layers = _validation.non_negative_int(trunk_layers, "trunk_layers")
         self.crop_size = _validation.crop_size(crop_size)
@@ -71,11 +76,12 @@ class Segmentor(keras.layers.Layer):
                     f"centre_prior_sigma must be > 0 or None, got {centre_prior_sigma}"
                 )
         self.trunk = [
-            factory.conv2d(filters, 3, f"trunk{i}", activation="relu") for i in range(trunk_layers)
+            factory.conv2d(filters, 3, f"trunk{i}", activation="relu", data_format=fmt)
+            for i in range(trunk_layers)
         ]
-        self.head_conv = factory.conv2d(filters, 3, "head_conv", activation="relu")
+        self.head_conv = factory.conv2d(filters, 3, "head_conv", activation="relu", data_format=fmt)
         self.head_upsample = factory.conv2d_transpose(
-            1, 3, "head_upsample", strides=2, bias_initializer=self.head_bias_init
+            1, 3, "head_upsample", strides=2, bias_initializer=self.head_bias_init, data_format=fmt
         )
 
     @property
@@ -84,26 +90,35 @@ class Segmentor(keras.layers.Layer):
         return self.crop_size // 2
 
     def build(self, features_shape, locations_shape=None):
+        fmt = self.data_format
         shape = tuple(features_shape)
         for conv in self.trunk:
             conv.build(shape)
-            shape = (shape[0], None, None, self.filters)
-        k = self.patch_cells
-        self.head_conv.build((None, k, k, shape[-1] + 2))
-        self.head_upsample.build((None, k, k, self.filters))
+            shape = layout.feature_shape(self.filters, fmt, batch=shape[0])
+        self.head_conv.build(self._patch_shape(layout.channels(shape, fmt) + 2))
+        self.head_upsample.build(self._patch_shape(self.filters))
         self.built = True
 
+    def _patch_shape(self, channels: int) -> tuple:
+        k = self.patch_cells
+        if self.data_format == "channels_last":
+            return (None, k, k, channels)
+        return (None, channels, k, k)
+
     def shared_features(self, features):
-        """The trunk: ``(B, Hf, Wf, C) -> (B, Hf, Wf, filters)``, shared by all instances."""
+        """The trunk, shared by all instances: ``(B, Hf, Wf, C)`` (or ``(B, C, Hf, Wf)`` in
+        channels-first) ``-> (B, Hf, Wf, filters)``, channels-last in both layouts (one transpose
+        here, so the patch ops get the layout they take)."""
         for conv in self.trunk:
             features = conv(features)
-        return features
+        return layout.to_channels_last(features, self.data_format)
 
     def decode_patches(self, feature_patches, location_patches):
         """The head on already cropped inputs.
 
         Args:
-            feature_patches: ``(B, M, k, k, F)`` float32 crops of ``shared_features``.
+            feature_patches: ``(B, M, k, k, F)`` float32 crops of ``shared_features``
+                (channels-last in both layouts).
             location_patches: ``(B, M, k, k, 2)`` float32 location tensors.
         Returns:
             ``(B, M, c, c)`` float32 probabilities, ``c = 2k``.
@@ -112,6 +127,8 @@ class Segmentor(keras.layers.Layer):
         k = self.patch_cells
         x = ops.concatenate([feature_patches, location_patches], axis=-1)
         x = ops.reshape(x, (-1, k, k, ops.shape(x)[-1]))
+        x = layout.from_channels_last(x, self.data_format)
+        # One output channel: (N, c, c, 1) and (N, 1, c, c) reshape alike.
         x = self.head_upsample(self.head_conv(x))
         logits = ops.reshape(x, (batch, slots, self.crop_size, self.crop_size))
         if self.centre_prior_sigma is not None:
@@ -155,4 +172,5 @@ class Segmentor(keras.layers.Layer):
             "head_bias_init": self.head_bias_init,
             "centre_prior_sigma": self.centre_prior_sigma,
             "centre_prior_scale": self.centre_prior_scale,
+            "data_format": self.data_format,
         }

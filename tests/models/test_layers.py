@@ -180,9 +180,14 @@ def test_bad_arguments_raise_value_error_naming_them(factory, message):
 # A non-default value for every constructor argument of every layer: the config must hold each
 # one and give it back (a key missing from get_config would fall back to the default).
 NON_DEFAULTS = {
-    ChannelAttention: dict(reduction=4),
+    ChannelAttention: dict(reduction=4, data_format="channels_first"),
     Bottleneck: dict(
-        filters=8, strides=2, expansion=2, normalization="group", attention_reduction=4
+        filters=8,
+        strides=2,
+        expansion=2,
+        normalization="group",
+        attention_reduction=4,
+        data_format="channels_first",
     ),
     ResNetBackbone: dict(
         stem_filters=[4, 8],
@@ -191,9 +196,10 @@ NON_DEFAULTS = {
         expansion=2,
         normalization="layer",
         attention_reduction=2,
+        data_format="channels_first",
     ),
-    FPN: dict(channels=24),
-    LPNHead: dict(filters=32, normalization="group"),
+    FPN: dict(channels=24, data_format="channels_first"),
+    LPNHead: dict(filters=32, normalization="group", data_format="channels_first"),
     Segmentor: dict(
         filters=8,
         trunk_layers=2,
@@ -201,8 +207,9 @@ NON_DEFAULTS = {
         head_bias_init=-4.0,
         centre_prior_sigma=3.0,
         centre_prior_scale=5.0,
+        data_format="channels_first",
     ),
-    AuxNet: dict(filters=8, num_layers=3),
+    AuxNet: dict(filters=8, num_layers=3, data_format="channels_first"),
     Lacss: dict(
         stem_filters=[4, 8],
         stage_blocks=[1, 1, 1],
@@ -237,6 +244,7 @@ NON_DEFAULTS = {
         image_normalization=None,
         train_diameter=12.0,
         calibration={"metric": "ap50", "scores": [0.5]},
+        data_format="channels_first",
     ),
 }
 
