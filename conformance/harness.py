@@ -211,6 +211,40 @@ def assert_conforms(name, args, kwargs=None, mode="eager", *, exact=()):
     return got
 
 
+def assert_matches_reference(function, got: dict, expected: dict, mode, *, rtol, atol, exact=()):
+    """Compare named outputs ``got`` (NumPy, from the backend) with ``expected`` (a float64
+    reference) and record one row per output under ``function``: keys in ``exact`` must be
+    equal, the others within ``rtol``/``atol``. For checks beyond one op (the model rows)."""
+    assert set(got) == set(expected), f"{function}: outputs {sorted(got)} != {sorted(expected)}"
+    failures = []
+    for key in sorted(got):
+        g, e = np.asarray(got[key]), np.asarray(expected[key])
+        assert g.shape == e.shape, f"{function} {key}: shape {g.shape} != reference {e.shape}"
+        abs_err, rel_err = _errors(g, e)
+        if key in exact:
+            ok, tolerance = bool(np.array_equal(g, e)), "exact"
+            used, by_atol = (0.0 if ok else None), 0
+        else:
+            ok = bool(np.allclose(g, e, rtol=rtol, atol=atol))
+            tolerance = f"rtol {rtol:g} atol {atol:g}"
+            used, by_atol = _tolerance_use(g, e, rtol, atol)
+        _record(
+            function=function,
+            output=key,
+            mode=mode,
+            check="value",
+            max_abs=abs_err,
+            max_rel=rel_err,
+            tolerance=tolerance,
+            used=used,
+            by_atol=by_atol,
+            passed=ok,
+        )
+        if not ok:
+            failures.append(f"{key}: max abs {abs_err:.3g}, max rel {rel_err:.3g} ({tolerance})")
+    assert not failures, f"{function} ({mode}): " + "; ".join(failures)
+
+
 def backend_grad(name, args, kwargs, wrt: int, mode: str) -> np.ndarray:
     """Gradient of the scalar ``ops.<name>`` w.r.t. positional argument ``wrt`` (float32)."""
     dynamic, tensors = _split(args)

@@ -7,10 +7,10 @@ import json
 import keras
 import numpy as np
 import pytest
-import references as ref
 
 from lacss_core import ops as lops
 from lacss_core.models import Lacss, Segmentor
+from lacss_core.oracle import network as ref
 
 CROP = 16
 # Instance locations (y, x) in pixels of a 20 x 24 image, -1 padded; both parities of y and x.
@@ -36,7 +36,7 @@ def _logits(probabilities):
 
 def test_defaults_are_the_spec_head():
     """Zero bias and no prior: the patch is the sigmoid of the two head layers alone, as the
-    NumPy reference of ``references.py`` computes them from the layer's weights."""
+    NumPy reference of ``lacss_core.oracle.network`` computes them from the layer's weights."""
     segmentor = _built()
     assert segmentor.head_bias_init == 0.0 and segmentor.centre_prior_sigma is None
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(segmentor.head_upsample.bias), [0.0])

@@ -1,6 +1,7 @@
 """Per-layer parity with small NumPy references, for the layers where backends are known to differ.
 
-The references are in ``references.py``, shared with the value tests of ``test_layers.py``.
+The references are in ``lacss_core.oracle.network``, shared with the value tests of
+``test_layers.py``.
 
 "same" padding with stride 2 is asymmetric (TensorFlow convention: the extra row/column goes
 bottom/right), Conv2DTranspose "same" crops its full output in a convention of its own, and
@@ -13,10 +14,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from references import conv2d_same, conv2d_transpose_same
 
 from lacss_core.models import ChannelAttention, upsample2x_nearest
 from lacss_core.models.normalization import BATCH_NORM_MOMENTUM, NORM_EPSILON, make_norm
+from lacss_core.oracle.network import conv2d_same, conv2d_transpose_same
 
 ATOL = 1e-5  # float32 sums of <= 3*3*8 products of O(1) values
 

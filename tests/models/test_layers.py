@@ -1,5 +1,5 @@
-"""Every model layer against its NumPy reference (``references.py``), output shapes, argument
-checks, and configs that hold every constructor argument and survive a round trip."""
+"""Every model layer against its NumPy reference (``lacss_core.oracle.network``), output shapes,
+argument checks, and configs that hold every constructor argument and survive a round trip."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import json
 import keras
 import numpy as np
 import pytest
-import references as ref
 
 from lacss_core.models import (
     FPN,
@@ -22,6 +21,7 @@ from lacss_core.models import (
     Segmentor,
     preset_config,
 )
+from lacss_core.oracle import network as ref
 
 TINY = preset_config("lacss_tiny")
 

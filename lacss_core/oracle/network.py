@@ -4,13 +4,16 @@ Each reference reads the weights of a built Keras layer and recomputes its outpu
 ``einsum`` only: "same" padding conventions, Conv2DTranspose cropping and BatchNorm inference are
 spelled out, so a test comparing a layer with its reference compares values, not shapes. The
 per-instance crops come from the NumPy oracle (``oracle.gather_patches``, ``location_tensor``).
+Every map here is channels-last ``(B, H, W, C)``, whatever the layer's ``data_format`` (the
+weights do not depend on it). No Keras import: the layers are read through their attributes.
+
+Used by the model tests and by the conformance suite's model rows (``conformance/test_model.py``).
 """
 
 from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
 
 from lacss_core import oracle
@@ -18,7 +21,11 @@ from lacss_core import oracle
 
 def weights(variable) -> np.ndarray:
     """A Keras variable as a float64 NumPy array."""
-    return np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
+    return np.asarray(variable.numpy(), np.float64)
+
+
+def _is_relu(activation) -> bool:
+    return getattr(activation, "__name__", "") == "relu"
 
 
 def relu(x):
@@ -69,7 +76,7 @@ def conv(layer, x):
     """A Keras ``Conv2D`` layer (its kernel, bias, stride and activation) on ``x``."""
     bias = weights(layer.bias) if layer.use_bias else 0.0
     out = conv2d_same(x, weights(layer.kernel), bias, layer.strides[0])
-    return relu(out) if layer.activation is keras.activations.relu else out
+    return relu(out) if _is_relu(layer.activation) else out
 
 
 def batch_norm_inference(layer, x):
@@ -159,6 +166,54 @@ def segmentor(layer, features, locations):
     feature_patches = oracle.gather_patches(shared.astype(np.float32), locations, c)
     location_patches = oracle.location_tensor(locations, c)
     return segmentor_head(layer, feature_patches.astype(np.float64), location_patches)
+
+
+def backbone(layer, x):
+    """The ``ResNetBackbone`` (batch norm in inference mode): the stage outputs ``[C1, ...]``."""
+    for stem_conv in layer.stem_convs:
+        x = conv(stem_conv, x)
+    x = batch_norm_inference(layer.stem_norm, x)
+    ends = set(np.cumsum(layer.stage_blocks).tolist())
+    outputs = []
+    for i, block in enumerate(layer.blocks, start=1):
+        x = bottleneck(block, x)
+        if i in ends:
+            outputs.append(x)
+    return outputs
+
+
+def auxnet(layer, images):
+    """The ``AuxNet``: ReLU convs, then the sigmoid boundary map ``(B, H, W)``."""
+    x = images
+    for hidden in layer.hidden:
+        x = conv(hidden, x)
+    return sigmoid(conv(layer.out, x))[..., 0]
+
+
+def lacss(model, images, locations):
+    """The ``Lacss`` network (batch norm in inference mode) at fixed instance ``locations``.
+
+    Args:
+        model: a built ``Lacss`` with batch normalization.
+        images: ``(B, H, W, C)`` with ``H, W`` multiples of 32 (no padding to spell out).
+        locations: ``(B, M, 2)`` float32 pixels, ``-1`` padded.
+    Returns:
+        dict of float64 arrays: ``lpn_scores (B, H/s, W/s)``, ``lpn_offsets (B, H/s, W/s, 2)``,
+        ``patches (B, M, c, c)`` (zero on invalid rows) and with the auxnet ``boundary (B, H, W)``.
+    """
+    if model.normalization != "batch":
+        raise ValueError(f"the reference has batch normalization only, not {model.normalization}")
+    if images.shape[1] % 32 or images.shape[2] % 32:
+        raise ValueError(f"image size {images.shape[1:3]} must be a multiple of 32 here")
+    x = np.asarray(images, np.float64)
+    pyramid = fpn(model.fpn, backbone(model.backbone, x))
+    scores, offsets = lpn_head(model.lpn, pyramid[model.lpn_level - 1])
+    valid = np.all(np.asarray(locations) >= 0, axis=-1)
+    patches = segmentor(model.segmentor, pyramid[0], locations) * valid[:, :, None, None]
+    outputs = {"lpn_scores": scores, "lpn_offsets": offsets, "patches": patches}
+    if model.auxnet is not None:
+        outputs["boundary"] = auxnet(model.auxnet, x)
+    return outputs
 
 
 def randomise(layer, seed: int = 0) -> None:
