@@ -41,7 +41,7 @@ DEFAULT_MIN_SCORES = tuple(round(0.05 * i, 2) for i in range(1, 19))  # 0.05 .. 
 DEFAULT_SEGMENTATION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 #: Default NMS distances, in units of the model's LPN stride (each costs a pass of NMS and the
 #: per-instance layers).
-DEFAULT_NMS_FACTORS = (0.5, 1.0, 1.5)
+DEFAULT_NMS_FACTORS = (0.5, 1.0, 1.5, 2.0)
 #: The values a calibration chooses (``predict_instances``' names).
 CALIBRATED = ("min_score", "segmentation_threshold", "nms_distance")
 #: The model config entry each is stored in: prediction-only entries (``Lacss``'s
@@ -93,7 +93,7 @@ def calibrate(
         min_scores: proposal score thresholds to try, each in ``[0, 1]``.
         segmentation_thresholds: patch probability thresholds to try, each in ``[0, 1)``.
         nms_distances: NMS distances in pixels to try, each ``>= 0``; default
-            ``DEFAULT_NMS_FACTORS`` times the LPN stride (4, 8, 12 px for stride 8).
+            ``DEFAULT_NMS_FACTORS`` times the LPN stride (4, 8, 12, 16 px for stride 8).
         metric: ``"f1"`` (F1 at IoU 0.5) or ``"ap50"``.
         store: also write the chosen values into the model (:func:`apply_calibration`).
         scale, diameter, normalize, channels, clean_masks, min_area, max_output: as for

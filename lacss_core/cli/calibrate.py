@@ -58,7 +58,7 @@ def add_calibrate_parser(subparsers) -> None:
     p.add_argument(
         "--nms-distances",
         type=parse_numbers,
-        help="NMS distances in pixels to try (default: 0.5, 1 and 1.5 times the LPN stride); "
+        help="NMS distances in pixels to try (default: 0.5, 1, 1.5 and 2 times the LPN stride); "
         "each costs one more pass of the per-instance layers",
     )
     p.add_argument(
