@@ -270,30 +270,38 @@ def _select(raw, channels) -> np.ndarray:
     return raw[..., list(channels)]
 
 
-def reduce_stats(parts, method):
-    """``(method, shift, spread)`` of the whole image from the blocks' partial statistics, as
+def merge_stats(a: dict, b: dict) -> dict:
+    """Two blocks' (finite) partial statistics as one: the statistics of their union."""
+    merged = {"identical": a["identical"] and b["identical"], "finite": True}
+    count = a["count"] + b["count"]
+    mean = (a["mean"] * a["count"] + b["mean"] * b["count"]) / count
+    m2 = sum(p["m2"] + p["count"] * (p["mean"] - mean) ** 2 for p in (a, b))
+    merged.update(count=count, mean=mean, m2=m2, min=min(a["min"], b["min"]))
+    merged["max"] = max(a["max"], b["max"])
+    if "histogram" in a:
+        merged.update(histogram=a["histogram"] + b["histogram"], base=a["base"])
+    else:  # the subsample: at most SAMPLE_LIMIT values over the whole image
+        merged["sample"] = np.concatenate([a["sample"], b["sample"]])
+    return merged
+
+
+def reduce_stats(stats: dict, method):
+    """``(method, shift, spread)`` of the whole image from its merged statistics, as
     ``lacss_core.data.normalize_image`` computes them on the whole image."""
     from lacss_core.data.normalize import PERCENTILES
 
-    if not all(p["finite"] for p in parts):
-        raise ValueError("image contains non-finite values")
-    lo, hi = min(p["min"] for p in parts), max(p["max"] for p in parts)
     spread = 0.0
     if method == "percentile":
-        shift, high = _percentiles(parts, PERCENTILES)
+        if "histogram" in stats:
+            shift, high = _histogram_percentiles(stats["histogram"], stats["base"], PERCENTILES)
+        else:
+            shift, high = np.percentile(stats["sample"], PERCENTILES)
         spread = high - shift
     if method == "range" or (method == "percentile" and spread <= 0):
-        shift, spread = lo, hi - lo
+        shift, spread = stats["min"], stats["max"] - stats["min"]
     elif method == "standard":
-        shift, spread = _mean_std(parts)
+        shift, spread = stats["mean"], math.sqrt(stats["m2"] / stats["count"])
     return (method, float(shift), float(spread))
-
-
-def _percentiles(parts, percentiles):
-    if "histogram" in parts[0]:
-        counts = np.sum([p["histogram"] for p in parts], axis=0)
-        return _histogram_percentiles(counts, parts[0]["base"], percentiles)
-    return np.percentile(np.concatenate([p["sample"] for p in parts]), percentiles)
 
 
 def _histogram_percentiles(counts, base, percentiles):
@@ -310,14 +318,6 @@ def _histogram_percentiles(counts, base, percentiles):
         value = b - (b - a) * (1 - fraction) if fraction >= 0.5 else a + (b - a) * fraction
         results.append(float(value))
     return results
-
-
-def _mean_std(parts):
-    """Mean and standard deviation from per-block counts, means and squared deviations."""
-    count = sum(p["count"] for p in parts)
-    mean = sum(p["mean"] * p["count"] for p in parts) / count
-    m2 = sum(p["m2"] + p["count"] * (p["mean"] - mean) ** 2 for p in parts)
-    return mean, math.sqrt(m2 / count)
 
 
 def prepare(job: Job, raw) -> np.ndarray:
@@ -731,23 +731,33 @@ def run(job: Job, method, executor) -> dict:
     return summary
 
 
+# Blocks whose statistics the driver holds at once (then merges): its memory stays bounded
+# (a 16-bit histogram is 512 kB) whatever the number of blocks.
+STATS_BATCH = 16
+
+
 def _with_stats(job: Job, method, executor, blocks) -> Job:
     """``job`` with its normalisation from the image's statistics (cached in ``stats.json``)."""
-    from functools import partial
+    from functools import partial, reduce
 
     cached = job.path("stats.json")
     if cached.exists():
         normalize = json.loads(cached.read_text())["normalize"]
     else:
-        parts = executor(partial(block_stats, job), blocks)
-        if job.check_identical and not all(p["identical"] for p in parts):
+        merged = None
+        for first in range(0, len(blocks), STATS_BATCH):
+            parts = executor(partial(block_stats, job), blocks[first : first + STATS_BATCH])
+            if not all(p["finite"] for p in parts):
+                raise ValueError("image contains non-finite values")
+            merged = reduce(merge_stats, parts if merged is None else [merged, *parts])
+        if job.check_identical and not merged["identical"]:
             from lacss_core.predict import CHANNELS_HELP
 
             raise ValueError(
                 f"image has {job.image().channels} channel(s) but the model expects 1: "
                 + CHANNELS_HELP
             )
-        normalize = None if method is None else reduce_stats(parts, method)
+        normalize = None if method is None else reduce_stats(merged, method)
         _write_json(cached, {"normalize": normalize})
     return dataclasses.replace(job, normalize=None if normalize is None else tuple(normalize))
 

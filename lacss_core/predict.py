@@ -72,7 +72,10 @@ def predict_instances(
             ``H, W >= 1``; nested Python lists (``array.tolist()``) are converted. A list/tuple
             of arrays, or a 4-D ``(B, H, W, C)`` array, is segmented image by image and gives
             lists. A stack of planes (z, time) is not one image: segment its planes one by one
-            (``lacss_core.data.read_planes``).
+            (``lacss_core.data.read_planes``). A ``zarr.Array`` or the path of a zarr array /
+            OME-Zarr image (level 0) is read whole, by the axis rule of
+            ``lacss_core.zarr_io.open_image``; for images larger than memory use
+            ``lacss_core.predict_zarr`` (block by block) or ``distributed_predict`` (Dask).
         min_score: keep proposals with score ``>=`` this, in ``[0, 1]`` (default: the model's
             ``min_score``).
         nms_distance: proposals closer than this many pixels to a better one are dropped
@@ -133,6 +136,8 @@ def predict_instances(
     Raises:
         ValueError: a bad image (ndim, channel count, empty, non-finite) or a bad option, naming it.
     """
+    whole = _read_zarr(image)
+    image = image if whole is None else whole
     if isinstance(image, (list, tuple)) and _is_nested_number_list(image):
         image = np.asarray(image)  # one image given as nested lists, e.g. array.tolist()
     kwargs = dict(
@@ -156,6 +161,24 @@ def predict_instances(
         ]
         return [r[0] for r in results], [r[1] for r in results]
     return _predict_one(model, image, "the image", **kwargs)
+
+
+def _read_zarr(image):
+    """A zarr array / OME-Zarr path read whole as ``(H, W, C)`` (``lacss_core.zarr_io``), else
+    None. For images larger than memory use ``lacss_core.predict_zarr``."""
+    import os
+
+    if not isinstance(image, (str, os.PathLike)) and not type(image).__module__.startswith("zarr"):
+        return None
+    from lacss_core.zarr_io import read_whole
+
+    whole = read_whole(image)
+    if whole is None and isinstance(image, (str, os.PathLike)):
+        raise ValueError(
+            f"image {str(image)!r} is a path but not a zarr array or OME-Zarr image; read image "
+            "files with lacss_core.data.read_image"
+        )
+    return whole
 
 
 def _predict_one(model, image, name, *, scale, diameter, **options):

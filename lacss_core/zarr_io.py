@@ -121,7 +121,8 @@ def open_image(source, *, plane=None) -> ZarrImage:
             described = ", ".join(f"{a}={n}" for a, n in zip(letters, sizes, strict=True))
             raise ValueError(
                 f"{name} is a stack ({described}, axes {axes}), not one 2-D image: pick a plane "
-                f"with plane=N / --plane N (0..{int(np.prod(sizes)) - 1})"
+                "with plane=N (open_image, predict_zarr) or --plane N "
+                f"(0..{int(np.prod(sizes)) - 1})"
             )
         return ZarrImage(array, axes, {}, name)
     count = int(np.prod(sizes)) if sizes else 1
@@ -198,6 +199,18 @@ def _open_ome_level0(group, path):
     return array, names, f"{path} (OME-Zarr level {level})"
 
 
+def read_whole(image) -> np.ndarray | None:
+    """A zarr array, a ``ZarrImage`` or a path to a zarr / OME-Zarr image read whole, as
+    ``(H, W, C)``; None for anything else (so callers can take arrays and zarr alike)."""
+    if isinstance(image, ZarrImage):
+        return image.read(0, image.shape[0], 0, image.shape[1])
+    if isinstance(image, (str, Path)) and is_zarr_path(image):
+        return read_whole(open_image(image))
+    if type(image).__module__.startswith("zarr") and hasattr(image, "shape"):
+        return read_whole(open_image(image))
+    return None
+
+
 def create_label(path, shape, chunk, *, overwrite=False):
     """A new ``(H, W)`` int32 zarr array at ``path``: ``chunk x chunk`` chunks, compressed
     (zarr's default codec), 0 = background. ``overwrite`` replaces what is there."""
@@ -218,4 +231,11 @@ def open_label(path):
     return _zarr().open_array(str(path), mode="r+")
 
 
-__all__ = ["ZarrImage", "create_label", "is_zarr_path", "open_image", "open_label"]
+__all__ = [
+    "ZarrImage",
+    "create_label",
+    "is_zarr_path",
+    "open_image",
+    "open_label",
+    "read_whole",
+]

@@ -121,6 +121,35 @@ def test_ome_zarr_level0_and_planes(model, image_path, blockwise_label, tmp_path
     np.testing.assert_array_equal(zarr.open_array(str(out))[:], blockwise_label[0])
 
 
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_blockwise_normalisation_is_the_whole_image_s(model, tmp_path, dtype):
+    from lacss_core.data.normalize import normalize_image
+
+    rng = np.random.default_rng(1)
+    raw = (rng.gamma(2.0, 300.0, (200, 150)) + rng.integers(0, 3, (200, 150))).astype(dtype)
+    path = tmp_path / "raw.zarr"
+    zarr.create_array(str(path), data=raw, chunks=(64, 64))
+    for method in ("percentile", "range", "standard"):
+        out = tmp_path / f"{method}_label.zarr"
+        job, _, identity = blockwise.prepare_job(model, "m", str(path), out, block_size=96)
+        blockwise.start(job, identity, overwrite=False)  # 3 x 2 blocks, edge blocks cut short
+        job = blockwise._with_stats(job, method, lambda f, items: [f(i) for i in items],
+                                    job.plan.blocks())  # fmt: skip
+        np.testing.assert_allclose(
+            blockwise.prepare(job, raw[..., None]), normalize_image(raw[..., None], method),
+            rtol=0, atol=1e-6,
+        )  # fmt: skip
+
+
+def test_predict_instances_reads_zarr_whole(model, image_path, reference):
+    label, _ = predict_instances(model, image_path)
+    np.testing.assert_array_equal(label, reference[0])
+    label, _ = predict_instances(model, zarr.open_array(image_path))
+    np.testing.assert_array_equal(label, reference[0])
+    with pytest.raises(ValueError, match="is a path but not a zarr array"):
+        predict_instances(model, "cells.tif")
+
+
 def test_bad_inputs_are_refused_by_name(model, image_path, tmp_path):
     out = tmp_path / "out.zarr"
     (tmp_path / "plain").mkdir()
