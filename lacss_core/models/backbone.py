@@ -9,7 +9,13 @@ from keras import ops
 
 from lacss_core import _validation
 from lacss_core.models import factory, layout
-from lacss_core.models.normalization import check_normalization, make_norm
+from lacss_core.models.normalization import (
+    apply_norm,
+    build_norm,
+    check_foldable,
+    check_normalization,
+    make_norm,
+)
 
 CONV_INIT = "he_normal"
 
@@ -72,7 +78,9 @@ class Bottleneck(keras.layers.Layer):
 
     ``conv1x1(n)+norm+ReLU -> conv3x3(n, stride)+norm+ReLU -> conv1x1(expansion*n)+norm ->
     channel attention -> + shortcut -> ReLU``. The shortcut is ``conv1x1(expansion*n, stride)+norm``
-    when the stride or channel count changes, else the identity.
+    when the stride or channel count changes, else the identity. With ``fold_batch_norm`` (an
+    inference copy, ``Lacss.fused``) every such norm is folded into its convolution (which then
+    has a bias) and not applied.
     Input ``(B, H, W, C)``; output ``(B, ceil(H/stride), ceil(W/stride), expansion*n)`` (both
     channels-first with ``data_format="channels_first"``).
     """
@@ -85,9 +93,11 @@ class Bottleneck(keras.layers.Layer):
         normalization: str = "batch",
         attention_reduction: int = 16,
         data_format: str | None = None,
+        fold_batch_norm: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.fold_batch_norm = folded = check_foldable(fold_batch_norm, normalization)
         self.filters = filters
         self.strides = strides
         self.expansion = expansion
@@ -95,12 +105,12 @@ class Bottleneck(keras.layers.Layer):
         self.attention_reduction = attention_reduction
         self.data_format = fmt = layout.check_data_format(data_format)
         out = filters * expansion
-        self.conv1 = _conv(filters, 1, "conv1", use_bias=False, data_format=fmt)
-        self.norm1 = make_norm(normalization, filters, "norm1", fmt)
-        self.conv2 = _conv(filters, 3, "conv2", strides=strides, use_bias=False, data_format=fmt)
-        self.norm2 = make_norm(normalization, filters, "norm2", fmt)
-        self.conv3 = _conv(out, 1, "conv3", use_bias=False, data_format=fmt)
-        self.norm3 = make_norm(normalization, out, "norm3", fmt)
+        self.conv1 = _conv(filters, 1, "conv1", use_bias=folded, data_format=fmt)
+        self.norm1 = None if folded else make_norm(normalization, filters, "norm1", fmt)
+        self.conv2 = _conv(filters, 3, "conv2", strides=strides, use_bias=folded, data_format=fmt)
+        self.norm2 = None if folded else make_norm(normalization, filters, "norm2", fmt)
+        self.conv3 = _conv(out, 1, "conv3", use_bias=folded, data_format=fmt)
+        self.norm3 = None if folded else make_norm(normalization, out, "norm3", fmt)
         self.attention = ChannelAttention(attention_reduction, data_format=fmt, name="attention")
 
     def build(self, input_shape):
@@ -108,29 +118,32 @@ class Bottleneck(keras.layers.Layer):
         out = self.filters * self.expansion
         self.projects = self.strides != 1 or layout.channels(input_shape, fmt) != out
         if self.projects:
+            folded = self.fold_batch_norm
             self.shortcut_conv = _conv(
-                out, 1, "shortcut_conv", strides=self.strides, use_bias=False, data_format=fmt
+                out, 1, "shortcut_conv", strides=self.strides, use_bias=folded, data_format=fmt
             )
-            self.shortcut_norm = make_norm(self.normalization, out, "shortcut_norm", fmt)
+            self.shortcut_norm = None
+            if not folded:
+                self.shortcut_norm = make_norm(self.normalization, out, "shortcut_norm", fmt)
             self.shortcut_conv.build(input_shape)
-            self.shortcut_norm.build(_with_channels(input_shape, out, fmt))
+            build_norm(self.shortcut_norm, _with_channels(input_shape, out, fmt))
         narrow = _with_channels(input_shape, self.filters, fmt)
         self.conv1.build(input_shape)
-        self.norm1.build(narrow)
+        build_norm(self.norm1, narrow)
         self.conv2.build(narrow)
-        self.norm2.build(narrow)
+        build_norm(self.norm2, narrow)
         self.conv3.build(narrow)
-        self.norm3.build(_with_channels(input_shape, out, fmt))
+        build_norm(self.norm3, _with_channels(input_shape, out, fmt))
         self.attention.build(_with_channels(input_shape, out, fmt))
         self.built = True
 
     def call(self, x, training=False):
-        y = ops.relu(self.norm1(self.conv1(x), training=training))
-        y = ops.relu(self.norm2(self.conv2(y), training=training))
-        y = self.attention(self.norm3(self.conv3(y), training=training))
+        y = ops.relu(apply_norm(self.norm1, self.conv1(x), training))
+        y = ops.relu(apply_norm(self.norm2, self.conv2(y), training))
+        y = self.attention(apply_norm(self.norm3, self.conv3(y), training))
         shortcut = x
         if self.projects:
-            shortcut = self.shortcut_norm(self.shortcut_conv(x), training=training)
+            shortcut = apply_norm(self.shortcut_norm, self.shortcut_conv(x), training)
         return ops.relu(y + shortcut)
 
     def get_config(self):
@@ -142,6 +155,7 @@ class Bottleneck(keras.layers.Layer):
             "normalization": self.normalization,
             "attention_reduction": self.attention_reduction,
             "data_format": self.data_format,
+            "fold_batch_norm": self.fold_batch_norm,
         }
 
 
@@ -155,6 +169,8 @@ class ResNetBackbone(keras.layers.Layer):
     output: list of stage outputs ``[C1, C2, ...]``, ``C_i`` of shape
     ``(B, H/2**i, W/2**i, expansion*stage_widths[i-1])`` (input and outputs channels-first with
     ``data_format="channels_first"``; ``None``: ``keras.config.image_data_format()``).
+    ``fold_batch_norm``: the blocks' norms folded into their convolutions (``Bottleneck``); the
+    stem's norm follows a ReLU and stays.
     """
 
     def __init__(
@@ -166,10 +182,12 @@ class ResNetBackbone(keras.layers.Layer):
         normalization: str = "batch",
         attention_reduction: int = 16,
         data_format: str | None = None,
+        fold_batch_norm: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.data_format = fmt = layout.check_data_format(data_format)
+        self.fold_batch_norm = check_foldable(fold_batch_norm, normalization)
         self.stem_filters = _positive_ints(stem_filters, "stem_filters")
         self.stage_blocks = _positive_ints(stage_blocks, "stage_blocks")
         self.stage_widths = _positive_ints(stage_widths, "stage_widths")
@@ -195,6 +213,7 @@ class ResNetBackbone(keras.layers.Layer):
                 normalization=normalization,
                 attention_reduction=attention_reduction,
                 data_format=fmt,
+                fold_batch_norm=self.fold_batch_norm,
                 name=f"stage{s + 1}_block{b}",
             )
             for s, width in enumerate(self.stage_widths)
@@ -239,4 +258,5 @@ class ResNetBackbone(keras.layers.Layer):
             "normalization": self.normalization,
             "attention_reduction": self.attention_reduction,
             "data_format": self.data_format,
+            "fold_batch_norm": self.fold_batch_norm,
         }

@@ -16,7 +16,7 @@ from lacss_core.models.backbone import ResNetBackbone
 from lacss_core.models.fpn import FPN
 from lacss_core.models.initializers import host_zeros
 from lacss_core.models.lpn import LPNHead
-from lacss_core.models.normalization import check_normalization
+from lacss_core.models.normalization import check_foldable, check_normalization
 from lacss_core.models.presets import preset_config, preset_names
 from lacss_core.models.segmentor import Segmentor
 from lacss_core.ops._common import valid_rows
@@ -93,6 +93,9 @@ class Lacss(keras.Model):
     given, so a model saved with ``None`` runs in the loading backend's default layout.
     ``model.data_format`` is the layout in use.
 
+    ``fold_batch_norm``: the BatchNorms that follow a convolution are folded into it (an
+    inference model, made by :meth:`fused`; it cannot be trained).
+
     Use ``Lacss.from_preset("lacss_resnet50")`` (the paper) or ``"lacss_tiny"`` (tests, CPU demos).
     """
 
@@ -147,9 +150,11 @@ class Lacss(keras.Model):
         train_diameter: float | None = None,
         calibration: dict | None = None,
         data_format: str | None = None,
+        fold_batch_norm: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.fold_batch_norm = check_foldable(fold_batch_norm, normalization)
         self._data_format_argument = data_format
         self.data_format = fmt = layout.model_data_format(data_format)
         num_levels = len(list(stage_blocks))
@@ -197,10 +202,17 @@ class Lacss(keras.Model):
             normalization=normalization,
             attention_reduction=attention_reduction,
             data_format=fmt,
+            fold_batch_norm=self.fold_batch_norm,
             name="backbone",
         )
         self.fpn = FPN(fpn_channels, data_format=fmt, name="fpn")
-        self.lpn = LPNHead(lpn_filters, normalization=normalization, data_format=fmt, name="lpn")
+        self.lpn = LPNHead(
+            lpn_filters,
+            normalization=normalization,
+            data_format=fmt,
+            fold_batch_norm=self.fold_batch_norm,
+            name="lpn",
+        )
         self.segmentor = Segmentor(
             segmentor_filters,
             segmentor_trunk_layers,
@@ -260,6 +272,7 @@ class Lacss(keras.Model):
             "train_diameter": self.train_diameter,
             "calibration": self.calibration,
             "data_format": self._data_format_argument,
+            "fold_batch_norm": self.fold_batch_norm,
         }
 
     @classmethod
@@ -311,6 +324,31 @@ class Lacss(keras.Model):
         if weights is not None:
             pretrained.load_into(model, name, weights)
         return model
+
+    def fused(self) -> Lacss:
+        """An inference copy of this built model with every BatchNorm that follows a convolution
+        folded into it (``lacss_core.models.fusion``): the same outputs up to float rounding
+        (labels identical in practice), fewer passes over the feature maps on torch.
+
+        The copy has ``fold_batch_norm=True`` (its config says so; it saves and loads like any
+        model) and cannot be trained. Raises ``ValueError`` for an unbuilt model or another
+        normalization than ``"batch"``.
+        """
+        from lacss_core.models import fusion
+
+        if not self.built:
+            raise ValueError("fused() needs a built model (call model.build or the model first)")
+        if self.normalization != "batch" or self.fold_batch_norm:
+            raise ValueError(
+                "fused() folds BatchNorm: the model must have normalization='batch' and not be "
+                f"fused already (normalization={self.normalization!r}, "
+                f"fold_batch_norm={self.fold_batch_norm})"
+            )
+        copy = type(self).from_config({**self.get_config(), "fold_batch_norm": True})
+        channels = int(self.backbone.stem_convs[0].kernel.shape[2])
+        copy.build((None, None, None, channels))
+        fusion.copy_folded(self, copy)
+        return copy
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -514,6 +552,11 @@ class Lacss(keras.Model):
         """
         if sample_weight is not None:
             raise ValueError("sample_weight is not supported by Lacss.compute_loss")
+        if self.fold_batch_norm:
+            raise ValueError(
+                "a fused model (fold_batch_norm=True) is for inference only; train the model "
+                "it was made from"
+            )
         images, gt_locations = self._unpack(x)
         if gt_locations is None:
             raise ValueError("x must be a dict with the GT 'locations' to compute the loss")

@@ -9,7 +9,13 @@ from keras import ops
 
 from lacss_core import _validation
 from lacss_core.models import factory, layout
-from lacss_core.models.normalization import check_normalization, make_norm
+from lacss_core.models.normalization import (
+    apply_norm,
+    build_norm,
+    check_foldable,
+    check_normalization,
+    make_norm,
+)
 
 # Focal-loss prior (Lin et al. 2017): start every cell at score ~0.01 so the many negatives do
 # not swamp the first training steps.
@@ -25,6 +31,7 @@ class LPNHead(keras.layers.Layer):
     Output, channels-last in both layouts (what ``lacss_core.ops`` takes):
     ``(scores (B, h, w), offsets (B, h, w, 2))``: scores are post-sigmoid probabilities;
     offsets ``(dy, dx)`` are linear, in grid units (multiply by ``s`` for pixels).
+    ``fold_batch_norm``: both norms folded into their convolutions (``Lacss.fused``).
     """
 
     def __init__(
@@ -32,16 +39,18 @@ class LPNHead(keras.layers.Layer):
         filters: int = 1024,
         normalization: str = "batch",
         data_format: str | None = None,
+        fold_batch_norm: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.filters = _validation.positive_int(filters, "filters")
         self.normalization = check_normalization(normalization)
+        self.fold_batch_norm = folded = check_foldable(fold_batch_norm, normalization)
         self.data_format = fmt = layout.check_data_format(data_format)
-        self.conv1 = factory.conv2d(filters, 3, "conv1", use_bias=False, data_format=fmt)
-        self.norm1 = make_norm(normalization, filters, "norm1", fmt)
-        self.conv2 = factory.conv2d(filters, 1, "conv2", use_bias=False, data_format=fmt)
-        self.norm2 = make_norm(normalization, filters, "norm2", fmt)
+        self.conv1 = factory.conv2d(filters, 3, "conv1", use_bias=folded, data_format=fmt)
+        self.norm1 = None if folded else make_norm(normalization, filters, "norm1", fmt)
+        self.conv2 = factory.conv2d(filters, 1, "conv2", use_bias=folded, data_format=fmt)
+        self.norm2 = None if folded else make_norm(normalization, filters, "norm2", fmt)
         prior_logit = -math.log((1 - SCORE_PRIOR) / SCORE_PRIOR)
         self.score = factory.conv2d(1, 1, "score", bias_initializer=prior_logit, data_format=fmt)
         self.offset = factory.conv2d(2, 1, "offset", data_format=fmt)
@@ -49,16 +58,16 @@ class LPNHead(keras.layers.Layer):
     def build(self, input_shape):
         hidden = layout.feature_shape(self.filters, self.data_format, batch=input_shape[0])
         self.conv1.build(tuple(input_shape))
-        self.norm1.build(hidden)
+        build_norm(self.norm1, hidden)
         self.conv2.build(hidden)
-        self.norm2.build(hidden)
+        build_norm(self.norm2, hidden)
         self.score.build(hidden)
         self.offset.build(hidden)
         self.built = True
 
     def call(self, x, training=False):
-        x = ops.relu(self.norm1(self.conv1(x), training=training))
-        x = ops.relu(self.norm2(self.conv2(x), training=training))
+        x = ops.relu(apply_norm(self.norm1, self.conv1(x), training))
+        x = ops.relu(apply_norm(self.norm2, self.conv2(x), training))
         scores = layout.single_channel(ops.sigmoid(self.score(x)), self.data_format)
         return scores, layout.to_channels_last(self.offset(x), self.data_format)
 
@@ -68,4 +77,5 @@ class LPNHead(keras.layers.Layer):
             "filters": self.filters,
             "normalization": self.normalization,
             "data_format": self.data_format,
+            "fold_batch_norm": self.fold_batch_norm,
         }

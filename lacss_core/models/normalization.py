@@ -59,6 +59,27 @@ def make_norm(
     return kind(axis=axis, epsilon=NORM_EPSILON, name=name, **scale_and_shift)
 
 
+def apply_norm(norm, x, training):
+    """``norm(x, training=training)``, or ``x`` itself where the norm was folded into the
+    convolution before it (``norm`` is None: ``Lacss.fused``)."""
+    return x if norm is None else norm(x, training=training)
+
+
+def build_norm(norm, shape) -> None:
+    """Build ``norm`` for ``shape`` unless it was folded away (None)."""
+    if norm is not None:
+        norm.build(shape)
+
+
+def check_foldable(fold_batch_norm, normalization: str) -> bool:
+    """``bool(fold_batch_norm)``; folding needs BatchNormalization (inference statistics)."""
+    if fold_batch_norm and normalization != "batch":
+        raise ValueError(
+            f"fold_batch_norm needs normalization='batch', got normalization={normalization!r}"
+        )
+    return bool(fold_batch_norm)
+
+
 @keras.saving.register_keras_serializable(package="lacss")
 class ChannelsFirstLayerNormalization(keras.layers.LayerNormalization):
     """LayerNormalization over axis 1 of ``(B, C, H, W)`` (per pixel) that works on every backend:

@@ -249,12 +249,17 @@ NON_DEFAULTS = {
 }
 
 
+# Arguments that cannot be non-default together with the others above (folding needs
+# normalization="batch", the default): test_fusion.py round-trips them.
+EXCLUSIVE = {"fold_batch_norm"}
+
+
 def _init_defaults(cls) -> dict:
     parameters = inspect.signature(cls.__init__).parameters
     return {
         name: p.default
         for name, p in parameters.items()
-        if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        if name not in {"self", *EXCLUSIVE} and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
     }
 
 
