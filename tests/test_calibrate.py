@@ -255,3 +255,11 @@ def test_cli_calibrate_writes_a_calibrated_model(model, validation, tmp_path, ca
 
     assert main([*args, "--in-place", "--min-scores", "0.1,0.3"]) == 0
     assert keras.saving.load_model(original).calibration["images"] == 3
+
+
+def test_lacss_train_calibrates_unless_told_not_to():
+    from lacss_core.cli import build_parser
+
+    base = ["train", "data", "-o", "m.keras", "--validation", "val"]
+    assert build_parser().parse_args(base).calibrate is True
+    assert build_parser().parse_args([*base, "--no-calibrate"]).calibrate is False
