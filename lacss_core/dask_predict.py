@@ -39,8 +39,9 @@ def distributed_predict(image, model_path, output, *, client=None, block_size=DE
         client: None (a LocalCluster on this machine, ``n_workers`` processes, closed at the
             end), a ``dask.distributed.Client``, or a scheduler address (``"tcp://host:8786"``).
         block_size, chunk, plane, overwrite, options: as ``blockwise.predict_zarr``.
-        n_workers: worker processes of the LocalCluster (default: Dask's choice for this
-            machine); ignored with a ``client``.
+        n_workers: worker processes of the LocalCluster (default ``default_workers()``: half
+            the cores, at most 8, since each model's kernels use several cores); ignored with a
+            ``client``.
     Returns:
         The summary of ``blockwise.predict_zarr``; the same result as ``predict_zarr`` and,
         up to the numbering of the labels, as ``predict_instances`` on the whole image.
@@ -89,9 +90,17 @@ def _client(client, n_workers):
         with Client(str(client)) as connected:
             yield connected
         return
+    n_workers = default_workers() if n_workers is None else n_workers
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as local:  # fmt: skip
         yield local
+
+
+def default_workers() -> int:
+    """Worker processes of a LocalCluster: half the cores, at least 1, at most 8."""
+    import os
+
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 def _map(client, function, blocks):

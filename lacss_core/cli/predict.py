@@ -167,7 +167,7 @@ def add_predict_parser(subparsers) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        help="worker processes of the --dask LocalCluster (default: Dask's choice)",
+        help="worker processes of the --dask LocalCluster (default: half the cores, at most 8)",
     )
     p.add_argument(
         "--block-size",
