@@ -4,7 +4,7 @@ backend variant (issue 12).
 Usage::
 
     python benchmarks/forward.py [--preset lacss_resnet50] [--size 512 1024] [--repeats 5]
-        [--slots 64] [--variants jax torch_channels_last torch_channels_first [torch_compiled]]
+        [--slots 64] [--variants jax torch_channels_last torch_channels_first torch_fused ...]
         [--device cpu|gpu] [--dtypes float32 [bfloat16]] [--output PREFIX] [--json]
 
 Variants, each in its own subprocess (Keras fixes its backend per process):
@@ -14,7 +14,9 @@ Variants, each in its own subprocess (Keras fixes its backend per process):
   channels-last (Keras 3.15's torch conv copies every input to channels-first and back) or
   channels-first (the torch default of ``Lacss(data_format=None)``).
 - ``torch_compiled``: channels-first under ``torch.compile`` (opt in: on a CPU its first call
-  has taken minutes for the paper preset).
+  has taken minutes for the paper preset, 157 s even for ``lacss_tiny`` at 64^2 on a loaded CPU).
+- ``jax_fused`` / ``torch_fused``: the backend's default layout, ``Lacss.fused()`` (BatchNorm
+  folded into the convolutions); its construction time includes the fold.
 
 Each runs the network as ``lacss_core._backend``'s ``compile_with_variables`` runs it for
 prediction, and reports per image size: the median of ``--repeats`` timed forward passes (the
@@ -54,14 +56,16 @@ import numpy as np
 
 MATMUL_N = 2048
 PER_INSTANCE_LAYERS = ("head_conv", "head_upsample")
-#: variant -> (KERAS_BACKEND, data_format, compiled?)
+#: variant -> (KERAS_BACKEND, data_format, compiled?, BatchNorm folded?)
 VARIANTS = {
-    "jax": ("jax", None, None),
-    "torch_channels_last": ("torch", "channels_last", False),
-    "torch_channels_first": ("torch", "channels_first", False),
-    "torch_compiled": ("torch", "channels_first", True),
+    "jax": ("jax", None, None, False),
+    "jax_fused": ("jax", None, None, True),
+    "torch_channels_last": ("torch", "channels_last", False, False),
+    "torch_channels_first": ("torch", "channels_first", False, False),
+    "torch_fused": ("torch", "channels_first", False, True),
+    "torch_compiled": ("torch", "channels_first", True, False),
 }
-DEFAULT_VARIANTS = ("jax", "torch_channels_last", "torch_channels_first")
+DEFAULT_VARIANTS = ("jax", "torch_channels_last", "torch_channels_first", "torch_fused")
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
@@ -160,12 +164,14 @@ def _device_peak_mb(backend: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-def _build(preset: str, slots: int, data_format):
+def _build(preset: str, slots: int, data_format, fused: bool):
     from lacss_core.models import Lacss
 
     start = time.perf_counter()
     model = Lacss.from_preset(preset, max_output=slots, data_format=data_format)
     model.build((None, None, None, 1))
+    if fused:
+        model = model.fused()
     return model, time.perf_counter() - start
 
 
@@ -200,7 +206,7 @@ def worker(variant: str, preset: str, sizes, repeats: int, slots: int, dtype: st
 
     from lacss_core import _backend
 
-    backend_name, data_format, compiled = VARIANTS[variant]
+    backend_name, data_format, compiled, fused = VARIANTS[variant]
     backend = _backend.current()
     if backend.name != backend_name:
         raise SystemExit(f"variant {variant} needs KERAS_BACKEND={backend_name}")
@@ -209,7 +215,7 @@ def worker(variant: str, preset: str, sizes, repeats: int, slots: int, dtype: st
             raise SystemExit(f"--device gpu: the {backend.name} backend sees no GPU")
         backend.disable_tf32()
     keras.mixed_precision.set_dtype_policy(POLICIES[dtype])
-    model, construct = _build(preset, slots, data_format)
+    model, construct = _build(preset, slots, data_format, fused)
     load = _load_seconds(model)
     ceiling = matmul_gflops(backend.name)
     run = _forward_function(model, compiled)

@@ -14,10 +14,10 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.txt" 2>&1
 "$PYTHON" -c "import jax, torch, keras; print(jax.devices(), torch.cuda.is_available(), keras.__version__)" \
   >>"$OUT/gpu.txt" 2>&1
-# Forward: about 1-3 minutes (one first call per variant and dtype, then 20 timed calls).
+# Forward: about 2-5 minutes (one first call per variant and dtype, then 20 timed calls).
 timeout 420 "$PYTHON" benchmarks/forward.py --device gpu --preset "$PRESET" --size 1024 \
   --repeats 20 --dtypes float32 bfloat16 \
-  --variants jax torch_channels_first torch_channels_last \
+  --variants jax torch_channels_first torch_channels_last jax_fused torch_fused \
   --output "$OUT/forward" >"$OUT/forward.log" 2>&1
 echo "forward: exit $?" | tee -a "$OUT/status.txt"
 # Conformance with TF32 off (--device gpu fails if a backend sees no GPU); torch.compile off to
