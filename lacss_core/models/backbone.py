@@ -169,8 +169,9 @@ class ResNetBackbone(keras.layers.Layer):
     output: list of stage outputs ``[C1, C2, ...]``, ``C_i`` of shape
     ``(B, H/2**i, W/2**i, expansion*stage_widths[i-1])`` (input and outputs channels-first with
     ``data_format="channels_first"``; ``None``: ``keras.config.image_data_format()``).
-    ``fold_batch_norm``: the blocks' norms folded into their convolutions (``Bottleneck``); the
-    stem's norm follows a ReLU and stays.
+    ``fold_batch_norm``: every norm folded into a convolution: the blocks' into the convolution
+    before them (``Bottleneck``), the stem's (which follows a ReLU) into the two 1x1 convolutions
+    of the first block that read the stem (``lacss_core.models.fusion``).
     """
 
     def __init__(
@@ -203,7 +204,9 @@ class ResNetBackbone(keras.layers.Layer):
             _conv(f, 3, f"stem_conv{i}", activation="relu", data_format=fmt)
             for i, f in enumerate(self.stem_filters)
         ]
-        self.stem_norm = make_norm(normalization, self.stem_filters[-1], "stem_norm", fmt)
+        self.stem_norm = None
+        if not self.fold_batch_norm:
+            self.stem_norm = make_norm(normalization, self.stem_filters[-1], "stem_norm", fmt)
         # One flat list (Keras tracks flat lists of layers reliably), stage after stage.
         self.blocks = [
             Bottleneck(
@@ -230,7 +233,7 @@ class ResNetBackbone(keras.layers.Layer):
         for conv in self.stem_convs:
             conv.build(shape)
             shape = _with_channels(shape, conv.filters, self.data_format)
-        self.stem_norm.build(shape)
+        build_norm(self.stem_norm, shape)
         for block in self.blocks:
             block.build(shape)
             shape = _with_channels(shape, block.filters * block.expansion, self.data_format)
@@ -239,7 +242,7 @@ class ResNetBackbone(keras.layers.Layer):
     def call(self, x, training=False):
         for conv in self.stem_convs:
             x = conv(x)
-        x = self.stem_norm(x, training=training)
+        x = apply_norm(self.stem_norm, x, training)
         stage_ends = set(itertools.accumulate(self.stage_blocks))
         outputs = []
         for i, block in enumerate(self.blocks, start=1):

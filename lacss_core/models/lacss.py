@@ -93,8 +93,8 @@ class Lacss(keras.Model):
     given, so a model saved with ``None`` runs in the loading backend's default layout.
     ``model.data_format`` is the layout in use.
 
-    ``fold_batch_norm``: the BatchNorms that follow a convolution are folded into it (an
-    inference model, made by :meth:`fused`; it cannot be trained).
+    ``fold_batch_norm``: every BatchNorm is folded into a convolution (an inference model, made
+    by :meth:`fused`; it cannot be trained).
 
     Use ``Lacss.from_preset("lacss_resnet50")`` (the paper) or ``"lacss_tiny"`` (tests, CPU demos).
     """
@@ -326,8 +326,8 @@ class Lacss(keras.Model):
         return model
 
     def fused(self) -> Lacss:
-        """An inference copy of this built model with every BatchNorm that follows a convolution
-        folded into it (``lacss_core.models.fusion``): the same outputs up to float rounding
+        """An inference copy of this built model with every BatchNorm folded into a convolution
+        (``lacss_core.models.fusion``): the same outputs up to float rounding
         (labels identical in practice), fewer passes over the feature maps on torch.
 
         The copy has ``fold_batch_norm=True`` (its config says so; it saves and loads like any
