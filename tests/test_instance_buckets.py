@@ -110,8 +110,11 @@ def test_bucketed_training_equals_padded_training_and_compiles_once_per_bucket()
         runs[False],
     )
     assert set(shapes) == {(1, 16, 2), (1, 32, 2)} and set(padded_shapes) == {(1, 64, 2)}
+    # 1e-4 over 4 steps: 16 vs 64 padded rows reduce in another float32 order, and the difference
+    # grows step by step (1.3e-5 at step 4 seen with single-threaded XLA); a row leaking into the
+    # loss would move it by far more. The first step's weights are checked at 1e-5 below.
     for key in ("loss", "lpn_loss", "seg_loss", "boundary_loss"):
-        np.testing.assert_allclose(history[key], padded_history[key], rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(history[key], padded_history[key], rtol=1e-4, err_msg=key)
     for a, b in zip(padded_weights, weights, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
     assert set(calls) == set(shapes)
