@@ -49,6 +49,14 @@ def check_int(value, name: str, *, minimum: int | None = None) -> int:
     return int(value)
 
 
+def check_bool(value, name: str) -> bool:
+    """``value`` as a bool if it is True or False (also NumPy's; not 0, 1 or a string), else
+    ``ValueError`` naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def positive_int(value, name: str) -> int:
     """``value`` as an int ``>= 1``, else ``ValueError`` naming ``name``."""
     return check_int(value, name, minimum=1)

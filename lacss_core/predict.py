@@ -341,8 +341,7 @@ def _check_normalize(normalize) -> None:
 
 
 def _check_clean_masks(clean_masks) -> None:
-    if clean_masks not in (True, False):
-        raise ValueError(f"clean_masks must be True or False, got {clean_masks!r}")
+    _validation.check_bool(clean_masks, "clean_masks")
 
 
 CHANNELS_HELP = (

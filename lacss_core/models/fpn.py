@@ -26,12 +26,26 @@ class FPN(keras.layers.Layer):
     ``P_{k+1}``. Input: list ``[C1, ..., C_L]`` with ``C_k`` of shape ``(B, H/2**k, W/2**k, *)``
     (each level exactly half the previous); output: list ``[P1, ..., P_L]``, all ``channels`` wide.
     All maps are channels-first with ``data_format="channels_first"`` (``None``:
-    ``keras.config.image_data_format()``).
+    ``keras.config.image_data_format()``). How this differs from Lin et al.'s FPN, and why:
+    docs/spec.md, "The FPN".
+
+    Args:
+        channels: width of every lateral and output, ``>= 1``.
+        lateral_relu: ``lat_k = relu(conv1x1(C_k))``, as in the original LACSS code (so
+            ``P_L >= 0`` too). Default False: the SPEC form, which the saved models use.
+        data_format: ``"channels_last"``, ``"channels_first"`` or None (Keras' setting).
     """
 
-    def __init__(self, channels: int = 256, data_format: str | None = None, **kwargs):
+    def __init__(
+        self,
+        channels: int = 256,
+        lateral_relu: bool = False,
+        data_format: str | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.channels = _validation.positive_int(channels, "channels")
+        self.lateral_relu = _validation.check_bool(lateral_relu, "lateral_relu")
         self.data_format = layout.check_data_format(data_format)
 
     def build(self, input_shape):
@@ -39,8 +53,11 @@ class FPN(keras.layers.Layer):
         if levels < 2:
             raise ValueError(f"FPN needs at least 2 input levels, got {levels}")
         fmt = self.data_format
+        activation = "relu" if self.lateral_relu else None
         self.laterals = [
-            factory.conv2d(self.channels, 1, f"lateral{k + 1}", data_format=fmt)
+            factory.conv2d(
+                self.channels, 1, f"lateral{k + 1}", activation=activation, data_format=fmt
+            )
             for k in range(levels)
         ]
         self.smooths = [
@@ -62,4 +79,10 @@ class FPN(keras.layers.Layer):
         return outputs
 
     def get_config(self):
-        return {**super().get_config(), "channels": self.channels, "data_format": self.data_format}
+        """The constructor arguments (Keras serialisation)."""
+        return {
+            **super().get_config(),
+            "channels": self.channels,
+            "lateral_relu": self.lateral_relu,
+            "data_format": self.data_format,
+        }

@@ -69,7 +69,8 @@ class Lacss(keras.Model):
     ``segmentor_head_bias_init``, ``centre_prior_sigma`` and ``centre_prior_scale`` are opt-in
     additions to SPEC 2 that let weakly supervised training start from random weights (see
     ``Segmentor``; e.g. ``-4``, ``3`` px and ``12`` for the tiny model at crop 24); their
-    defaults give the SPEC model.
+    defaults give the SPEC model. ``fpn_lateral_relu=True`` puts a ReLU after the FPN's 1x1
+    laterals, as the original LACSS code does (``FPN``; docs/spec.md, "The FPN"); default off.
 
     Prediction defaults (``predict_instances`` uses them unless told otherwise; ``lacss
     calibrate`` and training with validation data choose them, see ``lacss_core.calibrate``):
@@ -123,6 +124,7 @@ class Lacss(keras.Model):
         attention_reduction: int = 16,
         normalization: str = "batch",
         fpn_channels: int = 256,
+        fpn_lateral_relu: bool = False,
         lpn_level: int = 3,
         lpn_filters: int = 1024,
         segmentor_filters: int = 64,
@@ -205,7 +207,7 @@ class Lacss(keras.Model):
             fold_batch_norm=self.fold_batch_norm,
             name="backbone",
         )
-        self.fpn = FPN(fpn_channels, data_format=fmt, name="fpn")
+        self.fpn = FPN(fpn_channels, lateral_relu=fpn_lateral_relu, data_format=fmt, name="fpn")
         self.lpn = LPNHead(
             lpn_filters,
             normalization=normalization,
@@ -245,6 +247,7 @@ class Lacss(keras.Model):
             "attention_reduction": backbone.attention_reduction,
             "normalization": self.normalization,
             "fpn_channels": self.fpn.channels,
+            "fpn_lateral_relu": self.fpn.lateral_relu,
             "lpn_level": self.lpn_level,
             "lpn_filters": self.lpn.filters,
             "segmentor_filters": self.segmentor.filters,

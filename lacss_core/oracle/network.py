@@ -114,8 +114,11 @@ def bottleneck(layer, x):
 
 
 def fpn(layer, features):
-    """The ``FPN``: ``P_L = lat_L``; ``P_k = relu(conv3x3(lat_k + up2(P_{k+1})))`` (SPEC 2)."""
+    """The ``FPN``: ``P_L = lat_L``; ``P_k = relu(conv3x3(lat_k + up2(P_{k+1})))`` (SPEC 2), with
+    ``lat_k = conv1x1(C_k)``, or ``relu(conv1x1(C_k))`` if ``layer.lateral_relu``."""
     laterals = [conv(lateral, c) for lateral, c in zip(layer.laterals, features, strict=True)]
+    if layer.lateral_relu:
+        laterals = [relu(lateral) for lateral in laterals]
     outputs = [laterals[-1]]
     for k in range(len(laterals) - 2, -1, -1):
         outputs.insert(0, conv(layer.smooths[k], laterals[k] + upsample2x(outputs[0])))

@@ -76,9 +76,10 @@ def test_bottleneck_matches_reference(strides, in_channels, projects, run):
     np.testing.assert_allclose(got, ref.bottleneck(block, x.astype(np.float64)), atol=ATOL)
 
 
-def test_fpn_matches_reference(run):
+@pytest.mark.parametrize("lateral_relu", [False, True], ids=["spec", "lateral_relu"])
+def test_fpn_matches_reference(lateral_relu, run):
     features = [_image(16 // 2**k, 24 // 2**k, 8 * 2**k, batch=1) for k in range(4)]
-    fpn = FPN(12)
+    fpn = FPN(12, lateral_relu=lateral_relu)
     fpn.build([f.shape for f in features])
     ref.randomise(fpn, seed=2)
     outputs = run(fpn, features)
@@ -163,6 +164,7 @@ def test_auxnet_shape():
         (lambda: ResNetBackbone(stage_blocks=[1, 1], stage_widths=[4]), "stage_blocks"),
         (lambda: ResNetBackbone(stem_filters=[]), "stem_filters"),
         (lambda: FPN(0), "channels"),
+        (lambda: FPN(4, lateral_relu=1), "lateral_relu"),
         (lambda: ChannelAttention(0), "reduction"),
         (lambda: AuxNet(num_layers=0), "num_layers"),
         (lambda: Lacss.from_preset("lacss_tiny", lpn_level=1), "lpn_level"),
@@ -198,7 +200,7 @@ NON_DEFAULTS = {
         attention_reduction=2,
         data_format="channels_first",
     ),
-    FPN: dict(channels=24, data_format="channels_first"),
+    FPN: dict(channels=24, lateral_relu=True, data_format="channels_first"),
     LPNHead: dict(filters=32, normalization="group", data_format="channels_first"),
     Segmentor: dict(
         filters=8,
@@ -218,6 +220,7 @@ NON_DEFAULTS = {
         attention_reduction=2,
         normalization="group",
         fpn_channels=8,
+        fpn_lateral_relu=True,
         lpn_level=2,
         lpn_filters=8,
         segmentor_filters=4,
