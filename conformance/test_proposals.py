@@ -102,7 +102,8 @@ def test_nms_many_candidates(mode):
     rng = np.random.default_rng(0)
     locations = rng.uniform(0, 128, (2, 1024, 2)).astype(np.float32)
     scores = rng.uniform(0, 1, (2, 1024)).astype(np.float32)
-    # pre_nms_topk 300 is not a multiple of the 256-candidate tile: the last tile is padded.
+    # pre_nms_topk 300 is not a multiple of NMS_WINDOW (32 candidates per loop step), so the
+    # last window is padded.
     kwargs = dict(max_output=256, nms_distance=4.0, min_score=0.2, pre_nms_topk=300)
     harness.assert_conforms("nms", (locations, scores), kwargs, mode, exact=NMS_EXACT)
 
