@@ -54,6 +54,7 @@ class FolderLock:
         self.release()
 
     def acquire(self) -> None:
+        """Create the folder if needed and take the lock, recording who holds it."""
         self.folder.mkdir(parents=True, exist_ok=True)
         record = {
             "pid": os.getpid(),
@@ -73,6 +74,7 @@ class FolderLock:
         raise FolderLockedError(f"could not lock {self.folder}: {self.path} keeps reappearing")
 
     def release(self) -> None:
+        """Remove the lock file if this process still holds it (idempotent)."""
         if self._record is None:
             return
         try:

@@ -53,6 +53,7 @@ class Network:
 
     @property
     def model(self):
+        """The ``Lacss`` model this network runs."""
         return self._model()
 
     def default_nms_distance(self) -> float:
@@ -64,6 +65,7 @@ class Network:
         return float(self.model.lpn_stride if distance is None else distance)
 
     def ensure_built(self, channels: int) -> None:
+        """Build the model for ``channels`` input channels if it has no weights yet."""
         if not self.model.built:
             self.model.build((None, None, None, channels))
             self.channels = channels

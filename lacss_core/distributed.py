@@ -66,6 +66,7 @@ class ShardedBatches(keras.utils.PyDataset):
 
     @property
     def epoch(self):
+        """The wrapped dataset's pass number (set through to it)."""
         return self.data.epoch  # AttributeError (so hasattr is False) when data has none
 
     @epoch.setter
@@ -73,6 +74,7 @@ class ShardedBatches(keras.utils.PyDataset):
         self.data.epoch = value
 
     def on_epoch_end(self):
+        """Forward the end of a pass to the wrapped dataset."""
         if hasattr(self.data, "on_epoch_end"):
             self.data.on_epoch_end()
 

@@ -146,6 +146,7 @@ class Tile:
 
     @property
     def side(self) -> int:
+        """The tile's longer side in pixels."""
         return max(self.rows.size, self.cols.size)
 
 

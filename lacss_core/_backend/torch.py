@@ -28,6 +28,7 @@ class Backend(_Base):
         return any(shutil.which(cxx) for cxx in _CXX)
 
     def compile(self, function, options=DEFAULT):
+        """``torch.compile(function)`` with ``options``, or ``function`` when compiling is off."""
         if not self.compiles(options):
             return function
         return torch.compile(
@@ -35,6 +36,7 @@ class Backend(_Base):
         )
 
     def compile_with_variables(self, function, variables, options=DEFAULT):
+        """``function`` (compiled) run without autograd; torch reads ``variables`` in place."""
         compiled = self.compile(function, options)  # the variables are read and set in place
 
         def call(*args):
@@ -44,6 +46,7 @@ class Backend(_Base):
         return call
 
     def grad(self, function, argnum, options=DEFAULT):
+        """The gradient of scalar ``function`` with respect to argument ``argnum`` (autograd)."""
         compiled = self.compile(function, options)
 
         def gradient(*args):
@@ -56,6 +59,7 @@ class Backend(_Base):
         return gradient
 
     def no_grad(self):
+        """A context in which no autograd graph is recorded."""
         return torch.no_grad()
 
     def default_data_format(self):
@@ -66,18 +70,22 @@ class Backend(_Base):
         return "channels_first"
 
     def block_until_ready(self, tree):
+        """Wait for queued CUDA work (if any); returns ``tree``."""
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         return tree
 
     def device_kind(self):
+        """``"gpu"`` when CUDA is available, else ``"cpu"``."""
         return "gpu" if torch.cuda.is_available() else "cpu"
 
     def disable_tf32(self):
+        """Full float32 matrix products and convolutions (no TF32), for exact comparisons."""
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
 
     def process_index_and_count(self):
+        """``(rank, world size)`` of ``torch.distributed``, ``(0, 1)`` when not initialised."""
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():

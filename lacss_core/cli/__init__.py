@@ -59,6 +59,7 @@ def main(argv=None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lacss`` argument parser with every command's subparser."""
     parser = argparse.ArgumentParser(
         prog="lacss",
         description="LACSS cell segmentation: segment images, score segmentations, check the "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def add_calibrate_parser(subparsers) -> None:
+    """Register ``lacss calibrate`` and its options."""
     from lacss_core.calibrate import DEFAULT_MIN_SCORES, DEFAULT_SEGMENTATION_THRESHOLDS
 
     p = subparsers.add_parser(
@@ -132,6 +133,7 @@ def _check_report(args) -> None:
 
 
 def run_calibrate(args) -> int:
+    """``lacss calibrate``: choose the prediction settings on validation images; exit code."""
     from lacss_core._atomic import atomic_open
     from lacss_core.calibrate import calibrate, format_table
     from lacss_core.cli.predict import load_model, parse_channels

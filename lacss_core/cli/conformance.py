@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def add_conformance_parser(subparsers) -> None:
+    """Register ``lacss conformance`` (its options are the runner's)."""
     from lacss_core.conformance.__main__ import __doc__ as runner_doc
 
     p = subparsers.add_parser(
@@ -16,6 +17,7 @@ def add_conformance_parser(subparsers) -> None:
 
 
 def run_conformance(args) -> int:
+    """``lacss conformance``: run the ops-vs-oracle checks; exit code."""
     from lacss_core.conformance.__main__ import main as conformance_main
 
     return conformance_main(args.extra, prog="lacss conformance")

@@ -6,6 +6,7 @@ from lacss_core.cli._common import add_progress_options
 
 
 def add_demo_parser(subparsers) -> None:
+    """Register ``lacss demo`` and its options."""
     from lacss_core.demo import DemoSettings
 
     defaults = DemoSettings()
@@ -35,6 +36,7 @@ def add_demo_parser(subparsers) -> None:
 
 
 def run_demo(args) -> int:
+    """``lacss demo``: train on synthetic cells, segment, print AP; exit code."""
     from dataclasses import replace
 
     from lacss_core._progress import parse_log_every

@@ -18,6 +18,7 @@ from lacss_core.cli._common import (
 
 
 def add_evaluate_parser(subparsers) -> None:
+    """Register ``lacss evaluate`` and its options."""
     p = subparsers.add_parser(
         "evaluate",
         help="score predicted label images against ground truth",
@@ -115,6 +116,7 @@ def check_output(path: Path, overwrite: bool) -> None:
 
 
 def run_evaluate(args) -> int:
+    """``lacss evaluate``: score predicted label images against ground truth; exit code."""
     from lacss_core import export
     from lacss_core._atomic import atomic_open
 

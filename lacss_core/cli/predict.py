@@ -36,6 +36,7 @@ LOG_NAME = "lacss_predict.jsonl"
 
 
 def add_predict_parser(subparsers) -> None:
+    """Register ``lacss predict`` and its options."""
     p = subparsers.add_parser(
         "predict",
         help="segment image files with a model",
@@ -290,6 +291,8 @@ def model_identity(name_or_path: str) -> dict:
 
 # ---------------------------------------------------------------------------- the run
 def run_predict(args) -> int:
+    """``lacss predict``: segment every input image into the output folder; exit code
+    (1 if any image failed)."""
     from lacss_core._atomic import remove_stale_temporaries
     from lacss_core._lock import FolderLock
     from lacss_core._progress import track
@@ -622,6 +625,7 @@ class ResultLog:
         return all((self.out_dir / name).exists() for name in entry["outputs"])
 
     def record(self, path: Path, run_id: str, kinds, outputs) -> None:
+        """Append the completed outputs of one image to the log."""
         entry = {"image": path.stem, "input": str(path), "id": run_id}
         entry.update(kinds=list(kinds), outputs=list(outputs))
         self._append(entry)

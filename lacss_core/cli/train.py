@@ -8,6 +8,7 @@ from lacss_core.cli._common import add_progress_options
 
 
 def add_train_parser(subparsers) -> None:
+    """Register ``lacss train`` and its options."""
     p = subparsers.add_parser(
         "train",
         help="train a model from a folder of labelled images, or of points + masks",
@@ -211,6 +212,7 @@ def _check_writable(folder: Path, option: str) -> None:
 
 
 def run_train(args) -> int:
+    """``lacss train``: train, write the model and its training curve; exit code."""
     import keras
 
     from lacss_core.data import LacssDataset, load_labelled_folder, load_point_folder

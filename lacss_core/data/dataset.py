@@ -144,6 +144,7 @@ class LacssDataset(keras.utils.PyDataset):
         )
 
     def on_epoch_end(self):
+        """Count the pass: the next pass's order and augmentation follow from ``epoch``."""
         self.epoch += 1
 
     def fingerprint(self) -> dict:

@@ -34,6 +34,7 @@ class AuxNet(keras.layers.Layer):
         self.out = factory.conv2d(1, 3, "boundary", data_format=fmt)
 
     def build(self, input_shape):
+        """Create the conv weights for images of ``input_shape``."""
         shape = tuple(input_shape)
         for conv in self.hidden:
             conv.build(shape)
@@ -42,12 +43,14 @@ class AuxNet(keras.layers.Layer):
         self.built = True
 
     def call(self, images):
+        """Images ``(B, H, W, C)`` -> boundary probabilities ``(B, H, W)``."""
         x = images
         for conv in self.hidden:
             x = conv(x)
         return layout.single_channel(ops.sigmoid(self.out(x)), self.data_format)
 
     def get_config(self):
+        """The constructor arguments (Keras serialisation)."""
         return {
             **super().get_config(),
             "filters": self.filters,

@@ -51,6 +51,7 @@ class ChannelAttention(keras.layers.Layer):
         self.data_format = layout.check_data_format(data_format)
 
     def build(self, input_shape):
+        """Create the shared MLP for ``input_shape``'s channel count."""
         channels = layout.channels(input_shape, self.data_format)
         hidden = max(1, channels // self.reduction)
         self.squeeze = factory.dense(hidden, "squeeze", activation="relu")
@@ -60,6 +61,7 @@ class ChannelAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
+        """``x`` reweighted per channel; same shape as ``x``."""
         spatial = layout.spatial_axes(self.data_format)
         pooled_max = ops.max(x, axis=spatial)
         pooled_avg = ops.mean(x, axis=spatial)
@@ -68,6 +70,7 @@ class ChannelAttention(keras.layers.Layer):
         return x * weights
 
     def get_config(self):
+        """The constructor arguments (Keras serialisation)."""
         config = {**super().get_config(), "reduction": self.reduction}
         return {**config, "data_format": self.data_format}
 
@@ -114,6 +117,7 @@ class Bottleneck(keras.layers.Layer):
         self.attention = ChannelAttention(attention_reduction, data_format=fmt, name="attention")
 
     def build(self, input_shape):
+        """Create the block's weights for ``input_shape``."""
         fmt = self.data_format
         out = self.filters * self.expansion
         self.projects = self.strides != 1 or layout.channels(input_shape, fmt) != out
@@ -138,6 +142,7 @@ class Bottleneck(keras.layers.Layer):
         self.built = True
 
     def call(self, x, training=False):
+        """``(B, H, W, C_in)`` -> ``(B, H/s, W/s, filters * expansion)``, ``s = strides``."""
         y = ops.relu(apply_norm(self.norm1, self.conv1(x), training))
         y = ops.relu(apply_norm(self.norm2, self.conv2(y), training))
         y = self.attention(apply_norm(self.norm3, self.conv3(y), training))
@@ -147,6 +152,7 @@ class Bottleneck(keras.layers.Layer):
         return ops.relu(y + shortcut)
 
     def get_config(self):
+        """The constructor arguments (Keras serialisation)."""
         return {
             **super().get_config(),
             "filters": self.filters,
@@ -229,6 +235,7 @@ class ResNetBackbone(keras.layers.Layer):
         return [w * self.expansion for w in self.stage_widths]
 
     def build(self, input_shape):
+        """Create the stem's and every block's weights for images of ``input_shape``."""
         shape = tuple(input_shape)
         for conv in self.stem_convs:
             conv.build(shape)
@@ -240,6 +247,7 @@ class ResNetBackbone(keras.layers.Layer):
         self.built = True
 
     def call(self, x, training=False):
+        """Images ``(B, H, W, C)`` -> the stage outputs ``[C1, ..., C_L]`` (strides 2 .. 2**L)."""
         for conv in self.stem_convs:
             x = conv(x)
         x = apply_norm(self.stem_norm, x, training)
@@ -252,6 +260,7 @@ class ResNetBackbone(keras.layers.Layer):
         return outputs
 
     def get_config(self):
+        """The constructor arguments (Keras serialisation)."""
         return {
             **super().get_config(),
             "stem_filters": list(self.stem_filters),

@@ -49,6 +49,7 @@ class FPN(keras.layers.Layer):
         self.data_format = layout.check_data_format(data_format)
 
     def build(self, input_shape):
+        """Create the laterals and smoothing convs for the levels of ``input_shape`` (a list)."""
         levels = len(input_shape)
         if levels < 2:
             raise ValueError(f"FPN needs at least 2 input levels, got {levels}")
@@ -71,6 +72,7 @@ class FPN(keras.layers.Layer):
         self.built = True
 
     def call(self, features):
+        """``[C1, ..., C_L]`` -> ``[P1, ..., P_L]`` (see the class docstring)."""
         laterals = [conv(c) for conv, c in zip(self.laterals, features, strict=True)]
         outputs = [laterals[-1]]
         for k in range(len(laterals) - 2, -1, -1):

@@ -105,6 +105,7 @@ def glorot_uniform() -> HostVarianceScaling:
 
 
 def constant(value: float) -> HostConstant:
+    """A host initializer filling every element with ``value``."""
     return HostConstant(float(value))
 
 
@@ -137,10 +138,12 @@ class HostZeros(HostConstant):
         super().__init__(0.0)
 
     def get_config(self):
+        """No arguments (Keras serialisation)."""
         return {}
 
     @classmethod
     def from_config(cls, config):
+        """A ``HostZeros`` (it has no arguments)."""
         return cls()
 
 

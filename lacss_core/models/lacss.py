@@ -237,6 +237,7 @@ class Lacss(keras.Model):
 
     # ------------------------------------------------------------------ config and presets
     def get_config(self):
+        """Every constructor argument (Keras serialisation; presets and runs compare it)."""
         backbone = self.backbone
         return {
             **super().get_config(),
@@ -280,6 +281,7 @@ class Lacss(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        """A new ``Lacss`` from ``get_config()``'s dict."""
         return cls(**config)
 
     def compile_from_config(self, config):
@@ -361,6 +363,7 @@ class Lacss(keras.Model):
 
     @property
     def crop_size(self) -> int:
+        """The segmentation crop (patch side) in pixels."""
         return self.segmentor.crop_size
 
     def _nms_distance(self) -> float:

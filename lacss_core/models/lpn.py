@@ -56,6 +56,7 @@ class LPNHead(keras.layers.Layer):
         self.offset = factory.conv2d(2, 1, "offset", data_format=fmt)
 
     def build(self, input_shape):
+        """Create the head's weights for features of ``input_shape``."""
         hidden = layout.feature_shape(self.filters, self.data_format, batch=input_shape[0])
         self.conv1.build(tuple(input_shape))
         build_norm(self.norm1, hidden)
@@ -66,12 +67,14 @@ class LPNHead(keras.layers.Layer):
         self.built = True
 
     def call(self, x, training=False):
+        """Features ``(B, h, w, C)`` -> ``(scores (B, h, w), offsets (B, h, w, 2))``."""
         x = ops.relu(apply_norm(self.norm1, self.conv1(x), training))
         x = ops.relu(apply_norm(self.norm2, self.conv2(x), training))
         scores = layout.single_channel(ops.sigmoid(self.score(x)), self.data_format)
         return scores, layout.to_channels_last(self.offset(x), self.data_format)
 
     def get_config(self):
+        """The constructor arguments (Keras serialisation)."""
         return {
             **super().get_config(),
             "filters": self.filters,

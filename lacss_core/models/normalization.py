@@ -87,6 +87,7 @@ class ChannelsFirstLayerNormalization(keras.layers.LayerNormalization):
     ``(C,)``) and, up to float rounding, the same numbers as channels-last ``axis=-1``."""
 
     def call(self, inputs):
+        """Normalise ``(B, C, H, W)`` over ``C`` at every pixel (other inputs: Keras' own)."""
         if self.axis != [1] or len(inputs.shape) != 4:
             return super().call(inputs)
         x = ops.cast(inputs, "float32")  # statistics in float32, as Keras' own layer

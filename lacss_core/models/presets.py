@@ -48,6 +48,7 @@ PRESETS: dict[str, dict] = {
 
 
 def preset_names() -> list[str]:
+    """The names of the presets, sorted."""
     return sorted(PRESETS)
 
 

@@ -90,6 +90,7 @@ class Segmentor(keras.layers.Layer):
         return self.crop_size // 2
 
     def build(self, features_shape, locations_shape=None):
+        """Create the trunk's and the head's weights for P1 features of ``features_shape``."""
         fmt = self.data_format
         shape = tuple(features_shape)
         for conv in self.trunk:
@@ -158,12 +159,14 @@ class Segmentor(keras.layers.Layer):
         return self.centre_prior_scale * ops.exp(-squared / (2.0 * self.centre_prior_sigma**2))
 
     def call(self, features, locations):
+        """P1 features and locations ``(B, M, 2)`` -> patch probabilities ``(B, M, c, c)``."""
         shared = self.shared_features(features)
         feature_patches = lops.gather_patches(shared, locations, self.crop_size)
         location_patches = lops.location_tensor(locations, self.crop_size)
         return self.decode_patches(feature_patches, location_patches)
 
     def get_config(self):
+        """The constructor arguments (Keras serialisation)."""
         return {
             **super().get_config(),
             "filters": self.filters,

@@ -34,6 +34,7 @@ class ModelSource:
     name: str = ""
 
     def describe(self) -> str:
+        """A short name for the user: the file name, or the kind and name."""
         if self.kind == FILE:
             return Path(self.name).name
         return f"{self.kind} model {self.name}" if self.kind == SHIPPED else f"preset {self.name}"

@@ -36,26 +36,31 @@ class Job:
         self.cancel_requested = threading.Event()
 
     def progress(self, value: int, maximum: int, text: str) -> None:
+        """Report progress to the widget (thread-safe, through a signal)."""
         self.signals.progress.emit(int(value), int(maximum), text)
 
     def check(self) -> None:
+        """Raise ``Cancelled`` if the user asked to stop."""
         if self.cancel_requested.is_set():
             raise Cancelled
 
 
 def notify_error(message: str) -> None:
+    """An error notification in napari."""
     from napari.utils.notifications import show_error
 
     show_error(message)
 
 
 def notify_info(message: str) -> None:
+    """An information notification in napari."""
     from napari.utils.notifications import show_info
 
     show_info(message)
 
 
 def notify_warning(message: str) -> None:
+    """A warning notification in napari."""
     from napari.utils.notifications import show_warning
 
     show_warning(message)
@@ -115,6 +120,7 @@ class RunControls(Container):
 
     @property
     def running(self) -> bool:
+        """Whether a job is running."""
         return self.worker is not None
 
     def _run_pressed(self, *_):
@@ -153,6 +159,7 @@ class RunControls(Container):
             self.job.cancel_requested.set()
 
     def fail(self, exc: BaseException) -> None:
+        """Show a failed job's error in the status line and as a notification."""
         message = f"LACSS {self.what.lower()}: {describe_error(exc)}"
         self.status.value = message
         notify_error(message)

@@ -142,6 +142,7 @@ def parse_channels(text: str):
 
 
 def channels_field() -> LineEdit:
+    """The text field that takes the ``channels`` rule of ``predict_instances``."""
     return LineEdit(
         label="channels",
         value="",

@@ -215,6 +215,7 @@ class LiveProgress(keras.callbacks.Callback):
         self.job, self.steps = job, steps
 
     def on_epoch_end(self, epoch, logs=None):  # a fit "epoch" is one optimizer step
+        """Report the step and its loss; stop training if the user cancelled."""
         done, loss = epoch + 1, (logs or {}).get("loss", float("nan"))
         self.job.progress(done, self.steps, f"step {done}/{self.steps}  loss {float(loss):.4f}")
         if self.job.cancel_requested.is_set():
@@ -276,6 +277,7 @@ def train_and_segment(job, source, weak, samples, validation, settings, output, 
 
 
 def result_message(result: dict, summary: str) -> str:
+    """The status line after training: steps, data, final loss and the files written."""
     history = result["history"]
     steps = history.get("step", [0])[-1] if history.get("step") else 0
     losses = history.get("loss") or [float("nan")]
@@ -333,6 +335,7 @@ def chosen_path(value) -> Path | None:
 
 
 def safe_name(name: str) -> str:
+    """``name`` with every character but letters, digits and ``-_.`` replaced by ``_``."""
     kept = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
     return kept or "lacss_model"
 

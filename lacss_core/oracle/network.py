@@ -29,10 +29,12 @@ def _is_relu(activation) -> bool:
 
 
 def relu(x):
+    """``max(x, 0)``."""
     return np.maximum(x, 0.0)
 
 
 def sigmoid(x):
+    """``1 / (1 + exp(-x))``."""
     return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -87,6 +89,7 @@ def batch_norm_inference(layer, x):
 
 
 def upsample2x(x):
+    """Nearest-neighbour 2x upsampling of ``(B, H, W, C)``."""
     return x.repeat(2, axis=1).repeat(2, axis=2)
 
 
