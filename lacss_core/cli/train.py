@@ -23,6 +23,15 @@ def add_train_parser(subparsers) -> None:
     )
     p.add_argument("data", help="training folder")
     p.add_argument("-o", "--output", required=True, help="model file to write (.keras)")
+    _add_model_options(p)
+    _add_training_options(p)
+    _add_checkpoint_options(p)
+    add_progress_options(p, quiet=True)
+    p.set_defaults(run=run_train)
+
+
+def _add_model_options(p) -> None:
+    """The "model" options: a new model's preset and crop, or --init."""
     g = p.add_argument_group("model")
     g.add_argument(
         "--preset", default="lacss_tiny", help="model preset for a new model (default: %(default)s)"
@@ -34,6 +43,10 @@ def add_train_parser(subparsers) -> None:
         action="store_true",
         help="with --weak: add the auxnet and its cell-boundary loss (new models)",
     )
+
+
+def _add_training_options(p) -> None:
+    """The "training" options: regime, schedule, data sampling, seed."""
     g = p.add_argument_group("training")
     g.add_argument(
         "--weak",
@@ -77,6 +90,10 @@ def add_train_parser(subparsers) -> None:
         action="store_true",
         help="JAX: split every batch over all local devices (keras.distribution)",
     )
+
+
+def _add_checkpoint_options(p) -> None:
+    """The "checkpoints and validation" options, and --resume / --overwrite."""
     g = p.add_argument_group("checkpoints and validation")
     g.add_argument(
         "--checkpoint-dir", help="checkpoint folder (default: OUTPUT without suffix + _checkpoints)"
@@ -108,8 +125,6 @@ def add_train_parser(subparsers) -> None:
         action="store_true",
         help="delete the old checkpoints and start afresh; replace an existing OUTPUT",
     )
-    add_progress_options(p, quiet=True)
-    p.set_defaults(run=run_train)
 
 
 # Opt-in segmentor settings that let weakly supervised training from random weights learn, as

@@ -168,33 +168,24 @@ class Lacss(keras.Model):
         self.use_auxnet = bool(use_auxnet)
         self.auxnet_filters = auxnet_filters
         self.auxnet_layers = auxnet_layers
-        self.pre_nms_topk = _validation.positive_int(pre_nms_topk, "pre_nms_topk")
-        self.max_output = _validation.positive_int(max_output, "max_output")
-        self.train_max_output = _validation.positive_int(train_max_output, "train_max_output")
-        self.min_score = _validation.non_negative(min_score, "min_score")
-        self.segmentation_threshold = _check_unit_interval(
-            segmentation_threshold, "segmentation_threshold"
+        self._set_proposal_settings(
+            pre_nms_topk=pre_nms_topk,
+            max_output=max_output,
+            min_score=min_score,
+            train_max_output=train_max_output,
+            train_min_score=train_min_score,
+            nms_distance=nms_distance,
+            predict_nms_distance=predict_nms_distance,
+            mix_distance=mix_distance,
         )
-        self.train_min_score = _validation.non_negative(train_min_score, "train_min_score")
-        if nms_distance is not None:
-            _validation.non_negative(nms_distance, "nms_distance")
-        self.nms_distance = nms_distance
-        if predict_nms_distance is not None:
-            predict_nms_distance = _validation.non_negative(
-                predict_nms_distance, "predict_nms_distance"
-            )
-        self.predict_nms_distance = predict_nms_distance
-        self.mix_distance = _validation.non_negative(mix_distance, "mix_distance")
         self.lpn_loss_weight = _validation.non_negative(lpn_loss_weight, "lpn_loss_weight")
         self.seg_loss_weight = _validation.non_negative(seg_loss_weight, "seg_loss_weight")
         self.boundary_loss_weight = _validation.non_negative(
             boundary_loss_weight, "boundary_loss_weight"
         )
-        self.image_normalization = _check_image_normalization(image_normalization)
-        self.train_diameter = _check_diameter(train_diameter)
-        if calibration is not None and not isinstance(calibration, dict):
-            raise ValueError(f"calibration must be a dict or None, got {calibration!r}")
-        self.calibration = calibration
+        self._set_prediction_data(
+            segmentation_threshold, image_normalization, train_diameter, calibration
+        )
 
         self.backbone = ResNetBackbone(
             stem_filters=stem_filters,
@@ -234,6 +225,47 @@ class Lacss(keras.Model):
         self.boundary_loss_tracker = (
             keras.metrics.Mean(name="boundary_loss") if use_auxnet else None
         )
+
+    def _set_proposal_settings(
+        self,
+        *,
+        pre_nms_topk,
+        max_output,
+        min_score,
+        train_max_output,
+        train_min_score,
+        nms_distance,
+        predict_nms_distance,
+        mix_distance,
+    ) -> None:
+        """Check and keep the proposal, NMS and mixing settings (see the class docstring)."""
+        self.pre_nms_topk = _validation.positive_int(pre_nms_topk, "pre_nms_topk")
+        self.max_output = _validation.positive_int(max_output, "max_output")
+        self.train_max_output = _validation.positive_int(train_max_output, "train_max_output")
+        self.min_score = _validation.non_negative(min_score, "min_score")
+        self.train_min_score = _validation.non_negative(train_min_score, "train_min_score")
+        if nms_distance is not None:
+            _validation.non_negative(nms_distance, "nms_distance")
+        self.nms_distance = nms_distance
+        if predict_nms_distance is not None:
+            predict_nms_distance = _validation.non_negative(
+                predict_nms_distance, "predict_nms_distance"
+            )
+        self.predict_nms_distance = predict_nms_distance
+        self.mix_distance = _validation.non_negative(mix_distance, "mix_distance")
+
+    def _set_prediction_data(
+        self, segmentation_threshold, image_normalization, train_diameter, calibration
+    ) -> None:
+        """Check and keep the prediction defaults that come from the data or a calibration."""
+        self.segmentation_threshold = _check_unit_interval(
+            segmentation_threshold, "segmentation_threshold"
+        )
+        self.image_normalization = _check_image_normalization(image_normalization)
+        self.train_diameter = _check_diameter(train_diameter)
+        if calibration is not None and not isinstance(calibration, dict):
+            raise ValueError(f"calibration must be a dict or None, got {calibration!r}")
+        self.calibration = calibration
 
     # ------------------------------------------------------------------ config and presets
     def get_config(self):
