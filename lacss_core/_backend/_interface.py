@@ -111,6 +111,20 @@ class Backend:
         """Wait until every tensor in ``tree`` is computed (asynchronous dispatch); return it."""
         return tree
 
+    # -------------------------------------------------------------- layers
+    def conv2d(self, inputs, kernel, bias, strides, data_format: str):
+        """A "same"-padded 2-D convolution plus ``bias`` (or None): what ``keras.layers.Conv2D``
+        computes with ``padding="same"``, dilation 1, one group. ``kernel`` is the layer's
+        ``(kh, kw, in, out)`` variable, ``bias`` its ``(out,)`` one; ``strides`` a pair. Here
+        Keras' own ``ops.conv`` and a bias ``add``."""
+        from keras import ops
+
+        outputs = ops.conv(inputs, kernel, strides=strides, padding="same", data_format=data_format)
+        if bias is None:
+            return outputs
+        shape = (1, 1, 1, -1) if data_format == "channels_last" else (1, -1, 1, 1)
+        return ops.add(outputs, ops.reshape(bias, shape))
+
     # -------------------------------------------------------------- layouts
     def default_data_format(self) -> str:
         """The feature-map layout ``Lacss(data_format=None)`` runs in: ``"channels_last"`` or

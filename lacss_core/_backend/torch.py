@@ -62,6 +62,21 @@ class Backend(_Base):
         """A context in which no autograd graph is recorded."""
         return torch.no_grad()
 
+    def conv2d(self, inputs, kernel, bias, strides, data_format):
+        """Channels-first: ``F.conv2d`` with the bias inside the kernel call (no separate add)
+        and, without autodiff, the kernel in torch's ``(out, in, kh, kw)`` layout kept from
+        call to call (Keras' torch conv permutes and copies every kernel on every call; the
+        kept copy is renewed whenever the variable changes). Channels-last: Keras' own."""
+        if data_format != "channels_first":
+            return super().conv2d(inputs, kernel, bias, strides, data_format)
+        from keras import ops
+
+        x = ops.convert_to_tensor(inputs)
+        weight = _torch_kernel(kernel)
+        b = None if bias is None else ops.convert_to_tensor(bias).to(weight.dtype)
+        x, padding = _same_padding(x, weight.shape[2:], tuple(strides))
+        return torch.nn.functional.conv2d(x, weight, b, stride=tuple(strides), padding=padding)
+
     def default_data_format(self):
         """``"channels_first"``, whatever ``keras.config.image_data_format()`` says: Keras
         3.15's torch convolution transposes every channels-last input to channels-first and its
@@ -91,3 +106,36 @@ class Backend(_Base):
         if dist.is_available() and dist.is_initialized():
             return dist.get_rank(), dist.get_world_size()
         return 0, 1
+
+
+def _torch_kernel(kernel):
+    """The ``(kh, kw, in, out)`` Keras kernel as a contiguous ``(out, in, kh, kw)`` tensor. Kept
+    on the variable between calls when no gradient is recorded and the value is the variable's
+    own storage (not an autocast copy); the key (storage address and in-place version) changes
+    with every ``assign``."""
+    from keras import ops
+
+    value = ops.convert_to_tensor(kernel)
+    own = getattr(kernel, "_value", None) is value
+    if torch.is_grad_enabled() or not own:
+        return value.permute(3, 2, 0, 1).contiguous()
+    key = (value.data_ptr(), value._version, value.dtype, value.device)
+    kept = getattr(kernel, "_lacss_torch_kernel", None)
+    if kept is None or kept[0] != key:
+        kept = (key, value.permute(3, 2, 0, 1).contiguous())
+        kernel._lacss_torch_kernel = kept
+    return kept[1]
+
+
+def _same_padding(x, kernel_size, strides):
+    """``(x, padding)`` for ``F.conv2d`` with TensorFlow's "same": output ``ceil(n / s)``, the odd
+    pixel of padding at the bottom/right. Symmetric padding is passed to the conv; otherwise
+    ``x`` is padded here and ``padding`` is 0."""
+    pads = []
+    for n, k, s in zip(x.shape[2:], kernel_size, strides, strict=True):
+        total = max((-(-n // s) - 1) * s + k - n, 0)
+        pads.append((total // 2, total - total // 2))
+    if all(before == after for before, after in pads):
+        return x, tuple(before for before, _ in pads)
+    (top, bottom), (left, right) = pads
+    return torch.nn.functional.pad(x, (left, right, top, bottom)), 0

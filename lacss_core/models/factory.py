@@ -9,6 +9,22 @@ import keras
 from lacss_core.models.initializers import host
 
 
+@keras.saving.register_keras_serializable(package="lacss")
+class Conv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` ("same" padding, dilation 1, one group) computed through the
+    backend seam (``lacss_core._backend.current().conv2d``): the same variables and numbers, and
+    on torch channels-first without Keras' per-call kernel copy and separate bias add."""
+
+    def call(self, inputs):
+        from lacss_core import _backend
+
+        bias = self.bias if self.use_bias else None
+        outputs = _backend.current().conv2d(
+            inputs, self.kernel, bias, self.strides, self.data_format
+        )
+        return outputs if self.activation is None else self.activation(outputs)
+
+
 def conv2d(
     filters: int,
     size: int,
@@ -21,8 +37,8 @@ def conv2d(
     bias_initializer="zeros",
     data_format: str = "channels_last",
 ) -> keras.layers.Conv2D:
-    """``keras.layers.Conv2D`` with ``padding="same"`` (SPEC 2) and host initializers."""
-    return keras.layers.Conv2D(
+    """:class:`Conv2D` with ``padding="same"`` (SPEC 2) and host initializers."""
+    return Conv2D(
         filters,
         size,
         strides=strides,

@@ -148,3 +148,31 @@ def test_the_layout_is_not_part_of_a_training_run(models):
     assert differences(records["channels_last"], records["channels_first"]) == []
     wider = run_record(_tiny("channels_last", lpn_filters=48), optimizer, data, seed=0)
     assert differences(records["channels_last"], wider) == ["model.config.lpn_filters: 64 -> 48"]
+
+
+@pytest.mark.parametrize("size, stride, kernel", [(9, 2, 3), (8, 2, 3), (7, 1, 3), (8, 2, 1)])
+def test_the_seam_conv_is_keras_conv_and_follows_new_weights(size, stride, kernel):
+    """The layers' Conv2D (``factory.conv2d``, through the backend seam: on torch channels-first
+    ``F.conv2d`` with a kernel kept between calls) against Keras' own, odd and even sizes (the
+    asymmetric "same" padding of stride 2), before and after ``set_weights``."""
+    from lacss_core.models import factory
+
+    x = np.random.default_rng(size).normal(size=(2, 5, size, size + 1)).astype("float32")
+    ours = factory.conv2d(4, kernel, "c", strides=stride, data_format="channels_first")
+    theirs = keras.layers.Conv2D(
+        4, kernel, strides=stride, padding="same", data_format="channels_first"
+    )
+    for layer in (ours, theirs):
+        layer.build((None, 5, None, None))
+    rng = np.random.default_rng(0)
+    with _backend.current().no_grad():
+        for _ in range(2):  # the second round checks that new weights reach the kept kernel
+            weights = [rng.normal(size=w.shape).astype("float32") for w in ours.get_weights()]
+            ours.set_weights(weights)
+            theirs.set_weights(weights)
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(ours(x)),
+                keras.ops.convert_to_numpy(theirs(x)),
+                rtol=1e-5,
+                atol=1e-5,
+            )
