@@ -117,7 +117,9 @@ def _torch_kernel(kernel):
 
     value = ops.convert_to_tensor(kernel)
     own = getattr(kernel, "_value", None) is value
-    if torch.is_grad_enabled() or not own:
+    # Under torch.compile the permute is part of the graph (and a Python-side cache would only
+    # break it).
+    if torch.is_grad_enabled() or not own or torch.compiler.is_compiling():
         return value.permute(3, 2, 0, 1).contiguous()
     key = (value.data_ptr(), value._version, value.dtype, value.device)
     kept = getattr(kernel, "_lacss_torch_kernel", None)
