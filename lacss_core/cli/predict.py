@@ -294,25 +294,10 @@ def run_predict(args) -> int:
     """``lacss predict``: segment every input image into the output folder; exit code
     (1 if any image failed)."""
     from lacss_core._atomic import remove_stale_temporaries
-    from lacss_core._lock import FolderLock
     from lacss_core._progress import track
-    from lacss_core.zarr_io import is_zarr_path
 
-    own_outputs = (OUTPUT_SUFFIXES["label"], OUTPUT_SUFFIXES["overlay"], STACK_OVERLAY_SUFFIX)
     model_name, inputs = split_model_argument(args.model, args.inputs)
-    zarrs = [Path(item) for item in inputs if is_zarr_path(item) and Path(item).is_dir()]
-    inputs = [item for item in inputs if Path(item) not in zarrs]
-    files, failures = (
-        expand_inputs(inputs, IMAGE_EXTENSIONS, skip=own_outputs) if inputs else ([], [])
-    )
-    for failure in failures:
-        report(f"error: {failure}")
-    if args.dask is not None and files:
-        raise ValueError(
-            f"--dask segments zarr images; {files[0]} is not one (convert it to zarr, or leave "
-            "out --dask)"
-        )
-    files = zarrs + files
+    zarrs, files, failures = _collect_inputs(args, inputs)
     if not files:
         report("error: no input images found")
         return 1
@@ -321,13 +306,7 @@ def run_predict(args) -> int:
     if zarrs:
         check_zarr_args(args)
     out_dir = Path(args.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"output folder {out_dir} exists and is not a folder")
-    try:
-        lock = FolderLock(out_dir, purpose="lacss predict")
-        lock.acquire()
-    except OSError as e:
-        raise ValueError(f"cannot write into the output folder {out_dir}: {e}") from e
+    lock = _lock_output_folder(out_dir)
     try:
         remove_stale_temporaries(out_dir)
         log = ResultLog(out_dir)
@@ -384,6 +363,42 @@ def run_predict(args) -> int:
         report(f"warning: {saturated} image(s) had saturated tiles: cells may be missing")
     report(f"{done} image(s) segmented into {out_dir}, {skipped} skipped, {len(failures)} failed")
     return 1 if failures else 0
+
+
+def _collect_inputs(args, inputs) -> tuple[list[Path], list[Path], list[str]]:
+    """``(zarrs, files, failures)``: the zarr folders first in ``files``, then the image files of
+    ``inputs`` (files, folders, patterns; not this command's own outputs); each failure is
+    reported as it is found. ``--dask`` takes zarr images only (ValueError otherwise)."""
+    from lacss_core.zarr_io import is_zarr_path
+
+    own_outputs = (OUTPUT_SUFFIXES["label"], OUTPUT_SUFFIXES["overlay"], STACK_OVERLAY_SUFFIX)
+    zarrs = [Path(item) for item in inputs if is_zarr_path(item) and Path(item).is_dir()]
+    inputs = [item for item in inputs if Path(item) not in zarrs]
+    files, failures = (
+        expand_inputs(inputs, IMAGE_EXTENSIONS, skip=own_outputs) if inputs else ([], [])
+    )
+    for failure in failures:
+        report(f"error: {failure}")
+    if args.dask is not None and files:
+        raise ValueError(
+            f"--dask segments zarr images; {files[0]} is not one (convert it to zarr, or leave "
+            "out --dask)"
+        )
+    return zarrs, zarrs + files, failures
+
+
+def _lock_output_folder(out_dir: Path):
+    """The acquired ``FolderLock`` of ``out_dir`` (created if missing), or ValueError naming it."""
+    from lacss_core._lock import FolderLock
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output folder {out_dir} exists and is not a folder")
+    try:
+        lock = FolderLock(out_dir, purpose="lacss predict")
+        lock.acquire()
+    except OSError as e:
+        raise ValueError(f"cannot write into the output folder {out_dir}: {e}") from e
+    return lock
 
 
 def split_model_argument(model, inputs) -> tuple[str, list[str]]:
