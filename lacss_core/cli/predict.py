@@ -79,84 +79,110 @@ def add_predict_parser(subparsers) -> None:
         "left out) or quoted glob patterns",
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created)")
-    p.add_argument(
+    _add_detection_options(p)
+    _add_scale_options(p)
+    _add_input_options(p)
+    _add_tiling_options(p)
+    _add_output_options(p)
+    p.set_defaults(run=run_predict)
+
+
+def _add_detection_options(p) -> None:
+    """Thresholds and mask clean-up (default: the model's own settings)."""
+    g = p.add_argument_group("detection")
+    g.add_argument(
         "--min-score", type=float, help="proposal score threshold in [0, 1] (default: model's)"
     )
-    p.add_argument(
+    g.add_argument(
         "--nms-distance", type=float, help="min distance in pixels between cells (model's)"
     )
-    p.add_argument(
+    g.add_argument(
         "--threshold",
         type=float,
         help="segmentation probability threshold in [0, 1) (default: the model's, 0.5 unless "
         "calibrated by `lacss calibrate` or `lacss train --validation`)",
     )
-    p.add_argument(
+    g.add_argument(
         "--min-area", type=int, default=0, help="drop cells with fewer pixels (default: 0)"
     )
-    p.add_argument(
+    g.add_argument(
+        "--no-clean-masks",
+        dest="clean_masks",
+        action="store_false",
+        help="keep the masks as painted (default: each cell's largest piece, holes filled)",
+    )
+
+
+def _add_scale_options(p) -> None:
+    """How images are resized and normalised before the model sees them."""
+    g = p.add_argument_group("scale and intensity")
+    g.add_argument(
         "--scale",
         type=float,
         default=1.0,
         help="resize images by this factor before inference, e.g. 2 if cells are half the size "
         "of the training cells; results are mapped back (default: 1)",
     )
-    p.add_argument(
+    g.add_argument(
         "--diameter",
         type=parse_diameter,
         help="typical cell diameter in pixels (instead of --scale: images are resized by the "
         "model's training diameter / this), or 'auto' to estimate it from a first pass",
     )
-    p.add_argument(
+    g.add_argument(
         "--normalize",
         choices=("model", "percentile", "range", "standard", "none"),
         default="model",
         help="per-image intensity normalisation (default: the one the model was trained with, "
         "percentile 1-99.8 for new models)",
     )
-    p.add_argument(
-        "--no-clean-masks",
-        dest="clean_masks",
-        action="store_false",
-        help="keep the masks as painted (default: each cell's largest piece, holes filled)",
-    )
-    p.add_argument(
+
+
+def _add_input_options(p) -> None:
+    """Which channels and planes of an image are segmented."""
+    g = p.add_argument_group("channels and stacks")
+    g.add_argument(
         "--channels",
         help="which image channels feed the model: comma-separated indices (e.g. 1 for green, "
         "0,0,0 to repeat grey for a 3-channel model) or 'grey' (their mean). Default: the "
         "image must have the model's channel count (identical channels count as grey)",
     )
-    p.add_argument(
+    g.add_argument(
         "--plane",
         type=int,
         help="segment only this plane of a stack (0-based, in the file's order)",
     )
-    p.add_argument(
+    g.add_argument(
         "--stack-mode",
         choices=STACK_MODES,
         default="error",
         help="a z-stack / time series / multi-page TIFF: 'error' (refuse, default), "
         "'per-plane' (segment every plane, write stacks), 'channels' (its planes are channels)",
     )
-    p.add_argument(
+
+
+def _add_tiling_options(p) -> None:
+    """Tiling, model capacity, and zarr / Dask block processing."""
+    g = p.add_argument_group("tiles and large images")
+    g.add_argument(
         "--tile-size",
         type=int,
         help="tile side in pixels for images larger than it (default: from the model's "
         "capacity, max_output cells per tile)",
     )
-    p.add_argument(
+    g.add_argument(
         "--tile-overlap",
         type=int,
         help="tile overlap in pixels, >= the model's crop size (default: 2 x crop size)",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-output",
         type=int,
         metavar="N",
         help="the most cells one tile can hold (default: the model's max_output); raise it if "
         "tiles are reported saturated",
     )
-    p.add_argument(
+    g.add_argument(
         "--dask",
         nargs="?",
         const="local",
@@ -165,28 +191,32 @@ def add_predict_parser(subparsers) -> None:
         "machine; with an address (e.g. tcp://host:8786, or put it last or write "
         "--dask=ADDRESS), that cluster's workers (docs/large_images.md)",
     )
-    p.add_argument(
+    g.add_argument(
         "--workers",
         type=int,
         help="worker processes of the --dask LocalCluster (default: half the cores, at most 8)",
     )
-    p.add_argument(
+    g.add_argument(
         "--block-size",
         type=int,
         default=2048,
         help="zarr inputs: block side in pixels; memory follows it (default: 2048)",
     )
-    p.add_argument("--coco", action="store_true", help="also write STEM_coco.json (COCO, RLE)")
-    p.add_argument(
+
+
+def _add_output_options(p) -> None:
+    """Extra output files and --overwrite."""
+    g = p.add_argument_group("outputs")
+    g.add_argument("--coco", action="store_true", help="also write STEM_coco.json (COCO, RLE)")
+    g.add_argument(
         "--rois", action="store_true", help="also write STEM_rois.zip (ImageJ/Fiji ROI set)"
     )
-    p.add_argument(
+    g.add_argument(
         "--overwrite",
         action="store_true",
         help="segment every input again, replacing its outputs (and deleting outputs of kinds "
         "not requested now), also when OUT holds results of another model or other options",
     )
-    p.set_defaults(run=run_predict)
 
 
 # ---------------------------------------------------------------------------- options
