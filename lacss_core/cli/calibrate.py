@@ -8,8 +8,6 @@ from pathlib import Path
 
 def add_calibrate_parser(subparsers) -> None:
     """Register ``lacss calibrate`` and its options."""
-    from lacss_core.calibrate import DEFAULT_MIN_SCORES, DEFAULT_SEGMENTATION_THRESHOLDS
-
     p = subparsers.add_parser(
         "calibrate",
         help="choose a model's min_score, segmentation threshold and NMS distance on "
@@ -39,16 +37,26 @@ def add_calibrate_parser(subparsers) -> None:
         "--in-place", action="store_true", help="replace MODEL with the calibrated model"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_MODEL")
-    p.add_argument(
+    _add_grid_options(p)
+    _add_prediction_options(p)
+    p.set_defaults(run=run_calibrate)
+
+
+def _add_grid_options(p) -> None:
+    """What is maximised, the values tried, and the report."""
+    from lacss_core.calibrate import DEFAULT_MIN_SCORES, DEFAULT_SEGMENTATION_THRESHOLDS
+
+    g = p.add_argument_group("search")
+    g.add_argument(
         "--metric", choices=("f1", "ap50"), default="f1", help="what to maximise (default: f1)"
     )
-    p.add_argument(
+    g.add_argument(
         "--min-scores",
         type=parse_numbers,
         default=DEFAULT_MIN_SCORES,
         help="comma-separated proposal score thresholds to try (default: 0.05 to 0.9 by 0.05)",
     )
-    p.add_argument(
+    g.add_argument(
         "--thresholds",
         type=parse_numbers,
         default=DEFAULT_SEGMENTATION_THRESHOLDS,
@@ -56,17 +64,21 @@ def add_calibrate_parser(subparsers) -> None:
         + ",".join(f"{v:g}" for v in DEFAULT_SEGMENTATION_THRESHOLDS)
         + ")",
     )
-    p.add_argument(
+    g.add_argument(
         "--nms-distances",
         type=parse_numbers,
         help="NMS distances in pixels to try (default: 0.5, 1, 1.5 and 2 times the LPN stride); "
         "each costs one more pass of the per-instance layers",
     )
-    p.add_argument(
+    g.add_argument(
         "--report",
         metavar="JSON",
         help="also write the whole score table and the choice to this JSON file",
     )
+
+
+def _add_prediction_options(p) -> None:
+    """The ``predict_instances`` options the validation images are segmented with."""
     g = p.add_argument_group("prediction options (use those you will predict with)")
     g.add_argument("--scale", type=float, default=1.0, help="resize factor (default: 1)")
     g.add_argument("--diameter", type=float, help="typical cell diameter in pixels (not auto)")
@@ -84,7 +96,6 @@ def add_calibrate_parser(subparsers) -> None:
         action="store_false",
         help="score the masks as painted (default: largest piece, holes filled)",
     )
-    p.set_defaults(run=run_calibrate)
 
 
 def parse_numbers(text: str) -> list[float]:
