@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-import time
+import sys
 from collections.abc import Sequence
 
 import keras
@@ -33,6 +33,7 @@ from keras import ops
 
 from lacss_core import _backend, _validation
 from lacss_core import ops as lops
+from lacss_core._progress import Progress
 from lacss_core.train import DEFAULT_LEARNING_RATE, StepBatches
 
 # ----------------------------------------------------------------------------------------------
@@ -364,7 +365,8 @@ def train_ddp(
         learning_rate: Adam learning rate, used when ``optimizer`` is None.
         optimizer: a Keras optimizer to use instead of ``Adam(learning_rate)``.
         find_unused_parameters: passed to ``DistributedDataParallel``.
-        verbose: 0 silent; 1 rank 0 prints a progress line about 20 times per run.
+        verbose: 0 silent; 1: rank 0 reports progress on stdout as ``train`` does (a bar on a
+            terminal, else about 20 lines per run; ``lacss_core._progress``).
     Returns:
         The history, as ``lacss_core.train.train`` returns it: ``"step"`` (1-based) and the
         global-batch ``"loss"``, ``"lpn_loss"``, ``"seg_loss"`` (and ``"boundary_loss"``) per step,
@@ -383,17 +385,14 @@ def train_ddp(
     )
     optimizer = optimizer or keras.optimizers.Adam(learning_rate)
     history: dict[str, list] = {"step": []}
-    clock, print_every = time.perf_counter(), max(1, steps // 20)
-    for step in range(steps):
-        logs = _ddp_step(model, forward, optimizer, batches[step], world_size)
-        history["step"].append(step + 1)
-        for key, value in logs.items():
-            history.setdefault(key, []).append(value)
-        if verbose and rank == 0 and ((step + 1) % print_every == 0 or step + 1 == steps):
-            now = time.perf_counter()
-            parts = [f"step {step + 1}/{steps}", *(f"{k} {v:.4f}" for k, v in logs.items())]
-            print("  ".join(parts) + f"  ({now - clock:.1f} s)", flush=True)
-            clock = now
+    show = "auto" if verbose and rank == 0 else "none"
+    with Progress(steps, "training", stream=sys.stdout, show=show) as progress:
+        for step in range(steps):
+            logs = _ddp_step(model, forward, optimizer, batches[step], world_size)
+            history["step"].append(step + 1)
+            for key, value in logs.items():
+                history.setdefault(key, []).append(value)
+            progress.update(step + 1, **logs)
     return history
 
 
