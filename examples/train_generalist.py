@@ -45,6 +45,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from lacss_core.calibrate import calibrate, describe
 from lacss_core.data import LacssDataset, RealisticCells
 from lacss_core.data.realistic import MODALITIES
 from lacss_core.metrics import coco_mask_ap, object_accuracy
@@ -54,8 +55,8 @@ from lacss_core.train import BEST_FILE, evaluate_ap, load_state, plot_history, t
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "lacss_core" / "pretrained"
 # Seeds: training uses (seed, i), validation seed + 1000, tests seed + 2000 + modality, the
-# BatchNorm recalibration seed + 3000.
-VALIDATION_OFFSET, TEST_OFFSET, CALIBRATION_OFFSET = 1000, 2000, 3000
+# BatchNorm recalibration seed + 3000, the threshold calibration seed + 4000.
+VALIDATION_OFFSET, TEST_OFFSET, CALIBRATION_OFFSET, THRESHOLD_OFFSET = 1000, 2000, 3000, 4000
 
 
 def parse_args(argv=None):
@@ -81,6 +82,12 @@ def parse_args(argv=None):
     p.add_argument("--validate-every", type=int, default=500)
     p.add_argument("--validation-images", type=int, default=16, help="mixed, for best.keras")
     p.add_argument("--test-images", type=int, default=24, help="per modality, held out")
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=32,
+        help="mixed images (seeds of their own) on which the thresholds are calibrated (0: off)",
+    )
     p.add_argument("--test-size", type=int, default=256)
     p.add_argument(
         "--bn-batches",
@@ -138,6 +145,14 @@ def validation_data(args) -> RealisticCells:
         args.validation_images, seed=args.seed + VALIDATION_OFFSET, modality=args.mix,
         **data_config(args),
     )  # fmt: skip
+
+
+def threshold_data(args) -> RealisticCells:
+    """Mixed images, at the test size and with no cell cap, for ``lacss_core.calibrate``."""
+    config = {**data_config(args), "size": args.test_size, "max_cells": None}
+    return RealisticCells(
+        args.calibration_images, seed=args.seed + THRESHOLD_OFFSET, modality=args.mix, **config
+    )
 
 
 def test_sets(args) -> dict[str, RealisticCells]:
@@ -208,6 +223,7 @@ def run_training(args, ckpt: str) -> dict:
         validate_every=args.validate_every,
         seed=args.seed,
         callbacks=[budget],
+        calibrate=False,  # the chosen model is calibrated after its BatchNorm recalibration
     )
     seconds = time.perf_counter() - start
     done = history["step"][-1] if history.get("step") else 0
@@ -329,7 +345,9 @@ def install(args, model, weights: Path, metrics: dict, steps: int) -> None:
         "weights": target.name,
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
         "channels": channels,
-        "config": {},
+        # what from_preset applies: the prediction settings (calibrated thresholds, train
+        # diameter, normalisation) stored with the weights
+        "config": {k: model.get_config()[k] for k in Lacss.PREDICTION_SETTINGS},
         "image_normalization": model.image_normalization,
         "train_diameter": model.train_diameter,
         "diameter_range": list(args.diameter),
@@ -384,10 +402,20 @@ def main(argv=None) -> None:
         validation_ap50, key=lambda k: (np.nan_to_num(validation_ap50[k], nan=-1), k == "last")
     )
     model = models[chosen]
+    calibration = None
+    if args.calibration_images:
+        calibration = calibrate(model, threshold_data(args), store=True)
+        print(f"\ncalibrated on {args.calibration_images} images: {describe(calibration)}")
+        metrics[f"{chosen}, calibrated"] = evaluate(model, sets)
+        print_metrics(
+            f"held-out synthetic, {chosen} model, calibrated", metrics[chosen + ", calibrated"]
+        )
+    shipped = f"{chosen}, calibrated" if calibration else chosen
     weights = save_model(model, out, args.name)
     steps = state["step"] if state else 0
     _atomic_json(out / "metrics.json", {
         "chosen": chosen, "validation_ap50": validation_ap50, "steps": steps,
+        "calibration": {k: v for k, v in (calibration or {}).items() if k != "table"},
         "settings": vars(args), "metrics": metrics,
         "test_images_per_modality": args.test_images, "test_size": args.test_size,
     })  # fmt: skip
@@ -396,7 +424,7 @@ def main(argv=None) -> None:
         f"wrote {out / 'model.keras'}, {weights}, metrics.json"
     )
     if args.install:
-        install(args, model, weights, metrics[chosen], steps)
+        install(args, model, weights, metrics[shipped], steps)
 
 
 if __name__ == "__main__":

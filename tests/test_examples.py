@@ -123,11 +123,13 @@ def test_train_generalist_stops_on_its_time_budget_and_resumes(tmp_path):
     args = ["--out", str(tmp_path / "run"), "--preset", "lacss_tiny", "--steps", "2",
             "--size", "64", "--max-instances", "16", "--batch-size", "2",
             "--checkpoint-every", "1", "--validate-every", "2", "--validation-images", "2",
-            "--test-images", "1", "--test-size", "64", "--bn-batches", "2"]  # fmt: skip
+            "--test-images", "1", "--test-size", "64", "--bn-batches", "2",
+            "--calibration-images", "2"]  # fmt: skip
     first = run_example("train_generalist.py", *args, "--time-budget", "0.001")
     assert "trained to step 1/2" in first and "stopped by the time budget" in first
     second = run_example("train_generalist.py", *args)
     assert "trained to step 2/2: 1 steps" in second
     assert "| nuclei |" in second and "| phase |" in second
+    assert "calibrated on 2 images" in second
     assert (tmp_path / "run" / "generalist.weights.h5").stat().st_size > 0
     assert "ap50" in (tmp_path / "run" / "metrics.json").read_text()
