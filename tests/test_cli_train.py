@@ -218,14 +218,22 @@ def test_a_failed_run_leaves_no_empty_checkpoint_folder(tmp_path, capsys):
     assert cli.main(["train", str(data), "-o", str(out), *few, "--subsample"]) == 0
 
 
-def test_one_large_image_trains_with_a_larger_batch(tmp_path):
-    # Issue 17: one 512 x 512 image, batch 4: every step takes 4 random crops of it (the crops
-    # of points + masks are tested in tests/data/test_random_crops.py).
+def test_one_large_image_trains_with_no_size_options(tmp_path, capsys):
+    # Issue 17: one 512 x 512 image, batch 4: every step takes 4 random crops of it, of a size
+    # chosen from the cells (the crops of points + masks: tests/data/test_random_crops.py; the
+    # choice: tests/data/test_sizes.py).
     folder = tmp_path / "one"
     folder.mkdir()
     sample = synthetic_cells(seed=5, size=(512, 512), n_cells=60, radius=(6.0, 9.0))
     tifffile.imwrite(folder / "big.tif", sample.image[..., 0])
     tifffile.imwrite(folder / "big_masks.tif", sample.label.astype(np.uint16))
     out = tmp_path / "big.keras"
-    assert cli.main(["train", str(folder), "-o", str(out), "--steps", "2", "--size", "128"]) == 0
+    assert cli.main(["train", str(folder), "-o", str(out), "--steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "sizes from the data: 60 cells in 1 image(s), from labels" in printed
+    assert "--crop-size     32" in printed and "--size          128" in printed
     assert _history(out)["step"] == [1, 2]
+    state = json.loads((tmp_path / "big_checkpoints" / "state.json").read_text())
+    assert state["run"]["data"]["size"] == [128, 128]
+    config = keras.saving.load_model(out).get_config()
+    assert config["crop_size"] == 32 and 14 < config["train_diameter"] < 17

@@ -37,7 +37,12 @@ def _add_model_options(p) -> None:
         "--preset", default="lacss_tiny", help="model preset for a new model (default: %(default)s)"
     )
     g.add_argument("--init", help="start from this saved model (transfer learning)")
-    g.add_argument("--crop-size", type=int, help="segmentation crop in pixels (new models)")
+    g.add_argument(
+        "--crop-size",
+        type=int,
+        help="segmentation crop in pixels, new models (default: 1.5 x the largest cells, "
+        "measured in DATA)",
+    )
     g.add_argument(
         "--auxnet",
         action="store_true",
@@ -60,16 +65,14 @@ def _add_training_options(p) -> None:
     g.add_argument(
         "--size",
         type=int,
-        default=256,
         help="side in pixels of the random crops every step trains on, taken from the images "
         "with probability proportional to their area; smaller images are zero-padded (default: "
-        "%(default)s)",
+        "4 segmentation crops, a power of two, at most the largest image)",
     )
     g.add_argument(
         "--max-instances",
         type=int,
-        default=256,
-        help="cells per training image (default: %(default)s)",
+        help="cells per training crop (default: 256, or more if a crop can hold more)",
     )
     g.add_argument("--learning-rate", type=float, default=1e-3, help="default: %(default)s")
     g.add_argument(
@@ -157,18 +160,31 @@ def preset_crop_size(preset: str) -> int:
     return preset_config(preset).get("crop_size", default)
 
 
-def _training_model(args):
+def _training_model(args, samples):
+    """The model to train and the sizes chosen from ``samples`` (printed: what and why)."""
     from lacss_core._model_file import load_lacss_model
+    from lacss_core.data.sizes import choose_training_sizes, measure_samples
     from lacss_core.models import Lacss
 
-    if args.init:
-        return load_lacss_model(args.init)
-    overrides = {"use_auxnet": bool(args.weak and args.auxnet)}
-    if args.crop_size:
-        overrides["crop_size"] = args.crop_size
-    if args.weak:  # from scratch, the SPEC head collapses under L_WS (docs/results.md)
-        overrides.update(weak_from_scratch(args.crop_size or preset_crop_size(args.preset)))
-    return Lacss.from_preset(args.preset, **overrides)
+    init = load_lacss_model(args.init) if args.init else None
+    sizes = choose_training_sizes(
+        measure_samples(samples),
+        crop_size=init.crop_size if init else args.crop_size,
+        size=args.size,
+        max_instances=args.max_instances,
+        default_crop=init.crop_size if init else preset_crop_size(args.preset),
+        crop_origin="the --init model's" if init else "given",
+    )
+    if not args.quiet:
+        print(sizes.report(), flush=True)
+    if init is None:
+        overrides = {"use_auxnet": bool(args.weak and args.auxnet), "crop_size": sizes.crop_size}
+        if args.weak:  # from scratch, the SPEC head collapses under L_WS (docs/results.md)
+            overrides.update(weak_from_scratch(sizes.crop_size))
+        init = Lacss.from_preset(args.preset, **overrides)
+    if init.train_diameter is None:  # for prediction's diameter option, also from points
+        init.train_diameter = sizes.train_diameter
+    return init, sizes
 
 
 def checkpoint_folder(args) -> Path:
@@ -184,8 +200,8 @@ def check_train_args(args) -> None:
     parse_log_every(args.log_every)
     if not args.output.endswith(".keras"):
         raise ValueError(f"--output must end in .keras, got {args.output!r}")
-    for name in ("steps", "batch_size", "size", "max_instances"):
-        if getattr(args, name) < 1:
+    for name in ("steps", "batch_size", "size", "max_instances", "crop_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     for name in ("checkpoint_every", "validate_every"):
         if getattr(args, name) < 1:
@@ -241,12 +257,13 @@ def run_train(args) -> int:
 
         data_parallel()
     samples = load_point_folder(args.data) if args.weak else load_labelled_folder(args.data)
+    model, sizes = _training_model(args, samples)
     data = LacssDataset(
         samples,
         batch_size=args.batch_size,
-        max_instances=args.max_instances,
+        max_instances=sizes.max_instances,
         supervision="weak" if args.weak else "full",
-        size=(args.size, args.size),
+        size=(sizes.size, sizes.size),
         augment=True,
         random_crops=True,  # any number and size of images: crops weighted by area
         subsample=args.subsample,
@@ -259,7 +276,6 @@ def run_train(args) -> int:
     validation = load_labelled_folder(args.validation) if args.validation else None
     stem = Path(args.output).with_suffix("")
     checkpoint_dir = str(checkpoint_folder(args))
-    model = _training_model(args)
     history = train(
         model,
         data,
