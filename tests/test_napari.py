@@ -17,8 +17,8 @@ napari = pytest.importorskip(
 import keras  # noqa: E402
 import tifffile  # noqa: E402
 
-from lacss_core import export  # noqa: E402
-from lacss_core.data import synthetic_cells  # noqa: E402
+from lacss_core import export, pretrained  # noqa: E402
+from lacss_core.data import realistic_cells, synthetic_cells  # noqa: E402
 from lacss_core.models import Lacss  # noqa: E402
 from lacss_core.napari import _layers, _models  # noqa: E402
 from lacss_core.napari._reader import napari_get_reader  # noqa: E402
@@ -201,6 +201,7 @@ def test_segment_widget_gives_predict_instances_result(viewer, qtbot, cells, mod
     assert widget.image.value is layer
     widget.model.value = _models.CHOSEN_FILE
     widget.model_file.value = model_file
+    widget.model_thresholds.value = False
     widget.min_score.value = 0.0
     widget.controls.run_button.clicked()
     wait_for(qtbot, widget.controls)
@@ -215,6 +216,31 @@ def test_segment_widget_gives_predict_instances_result(viewer, qtbot, cells, mod
     np.testing.assert_allclose(points.features["score"], details["scores"])
     np.testing.assert_array_equal(points.features["area"], details["areas"])
     assert tuple(labels.scale) == tuple(points.scale) == (0.5, 0.5)
+
+
+def test_segment_widget_keeps_the_models_thresholds_unless_told(viewer):
+    widget = SegmentWidget(viewer)
+    assert widget.model_thresholds.value and not widget.min_score.enabled
+    assert not {"min_score", "segmentation_threshold"} & set(widget.predict_options())
+    widget.model_thresholds.value = False
+    widget.min_score.value, widget.threshold.value = 0.3, 0.6
+    assert widget.min_score.enabled
+    options = widget.predict_options()
+    assert (options["min_score"], options["segmentation_threshold"]) == (0.3, 0.6)
+
+
+@pytest.mark.skipif(not pretrained.has_weights("generalist"), reason="no generalist shipped")
+def test_segment_widget_runs_the_shipped_generalist_with_its_calibration(viewer, qtbot):
+    sample = realistic_cells((77, 0), size=128, modality="nuclei", diameter=(14.0, 20.0))
+    image = sample.image[..., 0]  # (H, W): napari would read (H, W, 1) as a stack of planes
+    viewer.add_image(image, name="nuclei")
+    widget = SegmentWidget(viewer)
+    assert widget.model.value == _models.ModelSource("shipped", "generalist")
+    widget.controls.run_button.clicked()
+    wait_for(qtbot, widget.controls)
+    expected, _ = predict_instances(pretrained.load_pretrained("generalist"), image)
+    assert expected.max() > 0
+    np.testing.assert_array_equal(viewer.layers["nuclei cells"].data, expected)
 
 
 def test_shipped_models_are_offered_first(viewer, monkeypatch):

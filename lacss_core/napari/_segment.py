@@ -8,7 +8,15 @@ on every run: ``"<image> cells"`` (Labels, each plane numbered 1..n by descendin
 
 from __future__ import annotations
 
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    LineEdit,
+    SpinBox,
+)
 
 from lacss_core.napari import _layers, _models
 from lacss_core.napari._run import RunControls, connect_while_alive, notify_warning
@@ -32,6 +40,14 @@ class SegmentWidget(Container):
             step=0.1,
             tooltip="resize the image by this factor before segmenting: 2 when the cells are "
             "half the size of the cells the model was trained on; results map back",
+        )
+        # on by default: a calibrated model (the shipped generalist) stores thresholds tuned
+        # on validation data, and fixed widget values would silently replace them
+        self.model_thresholds = CheckBox(
+            label="model's thresholds",
+            value=True,
+            tooltip="use the min score and mask threshold stored with the model (calibrated "
+            "ones for the shipped model); untick to set them here",
         )
         self.min_score = FloatSpinBox(
             label="min score",
@@ -60,6 +76,7 @@ class SegmentWidget(Container):
                 self.model_file,
                 self.image,
                 self.scale,
+                self.model_thresholds,
                 self.min_score,
                 self.threshold,
                 self.min_area,
@@ -69,11 +86,17 @@ class SegmentWidget(Container):
         )
         self.model.changed.connect(self._show_file_field)
         self._show_file_field()
+        self.model_thresholds.changed.connect(self._enable_thresholds)
+        self._enable_thresholds()
         _layers.follow_layers(self)
         connect_while_alive(self, [(_models.registry.changed, self._select_newest_trained)])
 
     def _show_file_field(self, *_):
         self.model_file.visible = self.model.value == _models.CHOSEN_FILE
+
+    def _enable_thresholds(self, *_):
+        for field in (self.min_score, self.threshold):
+            field.enabled = not self.model_thresholds.value
 
     def _select_newest_trained(self):
         self.reset_choices()
@@ -83,13 +106,15 @@ class SegmentWidget(Container):
 
     def predict_options(self) -> dict:
         """The keyword arguments of ``predict_instances`` that the widget sets."""
-        return {
+        options = {
             "scale": float(self.scale.value),
-            "min_score": float(self.min_score.value),
-            "segmentation_threshold": float(self.threshold.value),
             "min_area": int(self.min_area.value),
             "channels": parse_channels(self.channels.value),
         }
+        if not self.model_thresholds.value:
+            options["min_score"] = float(self.min_score.value)
+            options["segmentation_threshold"] = float(self.threshold.value)
+        return options
 
     def run(self):
         """Start segmenting (the Segment button); bad input raises ``ValueError``."""
