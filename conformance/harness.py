@@ -166,6 +166,32 @@ def _dtype_kind(a: np.ndarray) -> str:
 
 
 # ----------------------------------------------------------------------------- assertions
+def _compare_and_record(function, output, mode, got, expected, exact, rtol, atol):
+    """Compare one output (equal if ``exact``, else within ``rtol``/``atol``), record its row
+    in the conformance table, and return ``(ok, max_abs, max_rel, tolerance)``."""
+    abs_err, rel_err = _errors(got, expected)
+    if exact:
+        ok, tolerance = bool(np.array_equal(got, expected)), "exact"
+        used, by_atol = (0.0 if ok else None), 0
+    else:
+        ok = bool(np.allclose(got, expected, rtol=rtol, atol=atol))
+        tolerance = f"rtol {rtol:g} atol {atol:g}"
+        used, by_atol = _tolerance_use(got, expected, rtol, atol)
+    _record(
+        function=function,
+        output=output,
+        mode=mode,
+        check="value",
+        max_abs=abs_err,
+        max_rel=rel_err,
+        tolerance=tolerance,
+        used=used,
+        by_atol=by_atol,
+        passed=ok,
+    )
+    return ok, abs_err, rel_err, tolerance
+
+
 def assert_conforms(name, args, kwargs=None, mode="eager", *, exact=()):
     """Compare every output of ``ops.<name>`` with ``oracle.<name>``.
 
@@ -184,25 +210,8 @@ def assert_conforms(name, args, kwargs=None, mode="eager", *, exact=()):
         if g.dtype.kind == "f":
             assert g.dtype == np.float32, f"{where}: dtype {g.dtype}, expected float32{repro}"
         discrete = g.dtype.kind != "f" or i in exact
-        abs_err, rel_err = _errors(g, e)
-        if discrete:
-            ok, tolerance = bool(np.array_equal(g, e)), "exact"
-            used, by_atol = (0.0 if ok else None), 0
-        else:
-            ok = bool(np.allclose(g, e, rtol=tol.FLOAT_RTOL, atol=tol.FLOAT_ATOL))
-            tolerance = f"rtol {tol.FLOAT_RTOL:g} atol {tol.FLOAT_ATOL:g}"
-            used, by_atol = _tolerance_use(g, e, tol.FLOAT_RTOL, tol.FLOAT_ATOL)
-        _record(
-            function=name,
-            output=i,
-            mode=mode,
-            check="value",
-            max_abs=abs_err,
-            max_rel=rel_err,
-            tolerance=tolerance,
-            used=used,
-            by_atol=by_atol,
-            passed=ok,
+        ok, abs_err, rel_err, tolerance = _compare_and_record(
+            name, i, mode, g, e, discrete, tol.FLOAT_RTOL, tol.FLOAT_ATOL
         )
         assert ok, (
             f"{where}: max abs err {abs_err:.3g}, max rel err {rel_err:.3g} ({tolerance})\n"
@@ -220,25 +229,8 @@ def assert_matches_reference(function, got: dict, expected: dict, mode, *, rtol,
     for key in sorted(got):
         g, e = np.asarray(got[key]), np.asarray(expected[key])
         assert g.shape == e.shape, f"{function} {key}: shape {g.shape} != reference {e.shape}"
-        abs_err, rel_err = _errors(g, e)
-        if key in exact:
-            ok, tolerance = bool(np.array_equal(g, e)), "exact"
-            used, by_atol = (0.0 if ok else None), 0
-        else:
-            ok = bool(np.allclose(g, e, rtol=rtol, atol=atol))
-            tolerance = f"rtol {rtol:g} atol {atol:g}"
-            used, by_atol = _tolerance_use(g, e, rtol, atol)
-        _record(
-            function=function,
-            output=key,
-            mode=mode,
-            check="value",
-            max_abs=abs_err,
-            max_rel=rel_err,
-            tolerance=tolerance,
-            used=used,
-            by_atol=by_atol,
-            passed=ok,
+        ok, abs_err, rel_err, tolerance = _compare_and_record(
+            function, key, mode, g, e, key in exact, rtol, atol
         )
         if not ok:
             failures.append(f"{key}: max abs {abs_err:.3g}, max rel {rel_err:.3g} ({tolerance})")
