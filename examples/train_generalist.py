@@ -45,6 +45,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from lacss_core._atomic import atomic_path
 from lacss_core.calibrate import calibrate, describe
 from lacss_core.data import LacssDataset, RealisticCells
 from lacss_core.data.realistic import MODALITIES
@@ -310,31 +311,27 @@ def print_metrics(title: str, metrics: dict) -> None:
 
 # ---------------------------------------------------------------------------------- outputs
 def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n")
 
 
 def _atomic_copy(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".tmp-{target.name}")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def save_model(model, out: Path, name: str) -> Path:
     """``OUT/model.keras`` and the weights-only ``OUT/NAME.weights.h5`` (what is shipped)."""
-    tmp = out / ".tmp-model.keras"
-    model.save(tmp)
-    os.replace(tmp, out / "model.keras")
+    with atomic_path(out / "model.keras") as tmp:
+        model.save(tmp)
     weights = out / f"{name}.weights.h5"
-    tmp = out / f".tmp-{name}.weights.h5"
-    # a copy without the optimizer: save_weights of a compiled model also writes Adam's two
-    # slots per weight (3x the file: 22 MB instead of 7 MB for lacss_small)
-    inference = Lacss.from_config(model.get_config())
-    inference.build((None, None, None, int(model_channels(model))))
-    inference.set_weights(model.get_weights())
-    inference.save_weights(tmp)
-    os.replace(tmp, weights)
+    with atomic_path(weights) as tmp:
+        # a copy without the optimizer: save_weights of a compiled model also writes Adam's two
+        # slots per weight (3x the file: 22 MB instead of 7 MB for lacss_small)
+        inference = Lacss.from_config(model.get_config())
+        inference.build((None, None, None, int(model_channels(model))))
+        inference.set_weights(model.get_weights())
+        inference.save_weights(tmp)
     return weights
 
 
