@@ -39,6 +39,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -98,12 +99,21 @@ def parse_args(argv=None):
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", help="a .keras model to start from (fine-tuning) instead of random")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config overrides (VALUE as JSON, e.g. lpn_level=2); with --init the weights "
+        "are carried over by layer (every variable must keep its shape)",
+    )
     p.add_argument("--baseline", nargs="*", default=[], help=".keras models to evaluate too")
     p.add_argument("--evaluate-only", action="store_true")
     p.add_argument("--install", action="store_true", help="install into lacss_core/pretrained")
     p.add_argument("--status", default="", help="status line stored with the installed model")
     args = p.parse_args(argv)
     args.mix = _parse_mix(p, args.modalities)
+    args.set = _parse_overrides(p, args.set)
     return args
 
 
@@ -166,14 +176,46 @@ def test_sets(args) -> dict[str, RealisticCells]:
 
 
 # ---------------------------------------------------------------------------------- model
+def _parse_overrides(parser, items) -> dict:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parser.error(f"--set {key}: {value!r} is not a JSON value (quote strings: '\"x\"')")
+    return overrides
+
+
 def new_model(args) -> Lacss:
     if args.init:
-        return keras.saving.load_model(args.init)
+        model = keras.saving.load_model(args.init)
+        return _reconfigured(model, args.set) if args.set else model
     keras.utils.set_random_seed(args.seed)
     # the diameter `predict_instances(diameter=...)` rescales to: the middle (geometric mean) of
     # the trained range; the normalisation is the model's default, as LacssDataset's
     low, high = args.diameter
-    return Lacss.from_preset(args.preset, train_diameter=round(float(np.sqrt(low * high)), 1))
+    return Lacss.from_preset(
+        args.preset, train_diameter=round(float(np.sqrt(low * high)), 1), **args.set
+    )
+
+
+def _reconfigured(model: Lacss, overrides: dict) -> Lacss:
+    """A copy of ``model`` with config ``overrides`` and its weights (e.g. the LPN moved to
+    another FPN level: its head keeps its shapes). Weights go through a file, which Keras matches
+    by layer path, so a changed shape fails loudly instead of loading garbage."""
+    unknown = sorted(set(overrides) - set(model.get_config()))
+    if unknown:
+        raise SystemExit(f"--set: {unknown} are not Lacss config keys")
+    fresh = Lacss.from_config({**model.get_config(), **overrides})
+    fresh.build((None, None, None, model_channels(model)))
+    with tempfile.TemporaryDirectory() as folder:
+        carry = os.path.join(folder, "carry.weights.h5")
+        model.save_weights(carry)
+        fresh.load_weights(carry)
+    return fresh
 
 
 def optimizer(args) -> keras.optimizers.Optimizer:
