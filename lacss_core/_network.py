@@ -1,14 +1,54 @@
 """The model as two compiled stages for prediction: propose (dense part + NMS) and segment
-(per-instance layers on as many slots as there are proposals). Used by ``lacss_core.predict``."""
+(per-instance layers on as many slots as there are proposals). Used by ``lacss_core.predict``.
+
+Size buckets: every image (or tile) is zero padded bottom/right to a *bucket* shape before it
+reaches a compiled stage, and its true size travels as a tensor, so one compiled program serves
+every image of a bucket (JAX compiles one XLA program per input shape, ``torch.compile`` with
+static shapes one graph). A side goes to the next multiple of 32 (the model's own padding, SPEC
+1) up to 512, then to the next multiple of 64 up to 1024, of 128 up to 2048, and so on (8 sides
+per octave; :func:`bucket_side`): 24 sides up to 1024, so at most 576 shapes there, and at most
+12.5% more pixels per side (27% area) than the model's own padding, none up to 512.
+
+Up to 512 per side the network sees exactly the tensor it would pad itself, so labels are
+identical to an unpadded run. Above, the extra zero rows/columns are context the network sees
+near the bottom/right border (its receptive field and the backbone's global pooling reach them),
+so border cells can differ slightly from an unpadded run; ``docs/performance.md`` measures it.
+Proposals from grid cells outside the image are dropped and locations clipped to it, and labels
+are painted on the bucket canvas and cropped, so nothing outside the image is reported.
+"""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import weakref
 from dataclasses import dataclass
 
+import numpy as np
+
 # The per-instance layers run on at least this many slots (few distinct compiled shapes).
 MIN_SLOTS = 16
+# Bucket sides are multiples of this (lacss_core.models.lacss.PAD_MULTIPLE, SPEC 1), and of
+# 2**(k - 4) for sides in (2**(k-1), 2**k]: 8 sides per octave above 256.
+BUCKET_ALIGN = 32
+
+
+def bucket_side(n: int) -> int:
+    """The padded side of an image side of ``n >= 1`` pixels: the next multiple of 32 up to 512
+    (the model's own padding), then of ``2**(k - 4)`` for ``n`` in ``(2**(k-1), 2**k]`` (64 up
+    to 1024, 128 up to 2048, ...).
+
+    >>> [bucket_side(n) for n in (1, 100, 300, 512, 513, 1000, 1025, 2000)]
+    [32, 128, 320, 512, 576, 1024, 1152, 2048]
+    """
+    n = int(n)
+    step = max(BUCKET_ALIGN, 1 << max(0, (n - 1).bit_length() - 4))
+    return -(-n // step) * step
+
+
+def bucket_shape(shape) -> tuple[int, int]:
+    """``(bucket_side(H), bucket_side(W))`` of an ``(H, W, ...)`` shape."""
+    return bucket_side(shape[0]), bucket_side(shape[1])
 
 
 @dataclass(frozen=True)
@@ -30,26 +70,38 @@ class Network:
     overridden per call. Each stage is compiled by the backend seam
     (``lacss_core._backend.current().compile_with_variables``) with ``compile_options``: by
     default ``jax.jit`` on JAX (a pure function of the model's variable values, re-traced per
-    input shape) and eager, without autodiff, on torch. Compiled functions are cached per
-    settings.
+    input shape) and eager, without autodiff, on torch; ``CompileOptions(enabled=True)`` asks
+    for ``torch.compile`` (static shapes: one graph per bucket). Compiled functions are cached
+    per settings and bucket shape.
+
+    ``buckets=False`` feeds images at their own size (one compiled program per image shape; the
+    reference the bucketed path is tested against). ``traces`` counts, per stage name, how often
+    a stage's Python function ran: on JAX that is once per compilation (``jax.jit`` runs it only
+    to trace), eagerly once per call.
     """
 
-    def __init__(self, model, compile_options=None):
+    def __init__(self, model, compile_options=None, *, buckets=True):
         from lacss_core._backend import CompileOptions
 
         self._model = weakref.ref(model)  # weak: this adapter is cached per model in NETWORKS
         self.crop_size = int(model.crop_size)
         self.channels = model_channels(model)
         self.compile_options = CompileOptions() if compile_options is None else compile_options
+        self.buckets = bool(buckets)
+        self.traces = collections.Counter()
         self._compiled = {}
 
     @classmethod
-    def of(cls, model) -> Network:
-        """The cached adapter of ``model`` (compiled functions live as long as the model)."""
-        network = NETWORKS.get(model)
-        if network is None:
-            network = NETWORKS[model] = cls(model)
-        return network
+    def of(cls, model, compile_options=None) -> Network:
+        """The cached adapter of ``model`` for ``compile_options`` (default: the backend's
+        default); compiled functions live as long as the model."""
+        from lacss_core._backend import CompileOptions
+
+        options = CompileOptions() if compile_options is None else compile_options
+        networks = NETWORKS.setdefault(model, {})
+        if options not in networks:
+            networks[options] = cls(model, options)
+        return networks[options]
 
     @property
     def model(self):
@@ -84,13 +136,15 @@ class Network:
         import keras
 
         self.ensure_built(image.shape[-1])
-        images = keras.ops.convert_to_tensor(image[None])
-        locations, scores, shared, active = self._stage("propose", settings)(images)
+        images, size = self._padded(image)
+        locations, scores, shared, active = self._stage("propose", settings)(images, size)
         valid_count = int(keras.ops.convert_to_numpy(keras.ops.sum(locations[0, :, 0] >= 0)))
         slots = _slot_count(settings, valid_count)
-        stage = self._stage("render" if render else "masks", settings, image.shape[:2])
+        stage = self._stage("render" if render else "masks", settings, tuple(images.shape[1:3]))
         outputs = stage(shared, locations[:, :slots], scores[:, :slots])
         result = {key: keras.ops.convert_to_numpy(value)[0] for key, value in outputs.items()}
+        if render:  # painted on the bucket canvas: the image is its top-left corner
+            result["ranks"] = result["ranks"][: image.shape[0], : image.shape[1]]
         result["saturated"] = valid_count >= settings.max_output or (
             int(keras.ops.convert_to_numpy(active)) > settings.pre_nms_topk
         )
@@ -112,8 +166,9 @@ class Network:
         import keras
 
         self.ensure_built(image.shape[-1])
-        images = keras.ops.convert_to_tensor(image[None])
-        candidates, candidate_scores, shared = self._stage("dense", settings_list[0])(images)
+        images, size = self._padded(image)
+        dense = self._stage("dense", settings_list[0])
+        candidates, candidate_scores, shared = dense(images, size)
         for settings in settings_list:
             locations, scores, active = self._stage("nms", settings)(candidates, candidate_scores)
             valid_count = int(keras.ops.convert_to_numpy(keras.ops.sum(locations[0, :, 0] >= 0)))
@@ -126,6 +181,21 @@ class Network:
             )
             yield result
 
+    def _padded(self, image):
+        """``(images, size)``: ``image`` as a ``(1, Hb, Wb, C)`` float32 tensor zero padded to
+        its bucket (or as it is, without buckets) and its ``(H, W)`` as an int32 tensor (a
+        traced value, so every image of a bucket runs the same compiled program)."""
+        import keras
+
+        height, width = image.shape[:2]
+        if self.buckets:
+            padded = np.zeros((1, *bucket_shape(image.shape), image.shape[-1]), np.float32)
+            padded[0, :height, :width] = image
+        else:
+            padded = np.asarray(image, np.float32)[None]
+        size = np.array([height, width], np.int32)
+        return keras.ops.convert_to_tensor(padded), keras.ops.convert_to_tensor(size)
+
     def _stage(self, name, settings, image_shape=None):
         # Settings a stage does not read are left out of its key: no compiling again for them.
         if name in ("propose", "nms"):
@@ -135,9 +205,12 @@ class Network:
         key = (name, settings, image_shape)
         if key not in self._compiled:
             function = getattr(self, f"_{name}")
-            self._compiled[key] = self._compile(
-                lambda *args: function(*args, settings=settings, image_shape=image_shape)
-            )
+
+            def stage(*args):
+                self.traces[name] += 1
+                return function(*args, settings=settings, image_shape=image_shape)
+
+            self._compiled[key] = self._compile(stage)
         return self._compiled[key]
 
     def _compile(self, function):
@@ -147,27 +220,52 @@ class Network:
             function, self.model.variables, self.compile_options
         )
 
-    def _propose(self, images, *, settings, image_shape):
+    def _inside(self, images, size):
+        """``(candidates, candidate_scores, shared_features)`` of the bucket-padded ``images``
+        as the ``size``-pixel image would give them: candidates of LPN grid cells outside the
+        image's ``ceil(H/s) x ceil(W/s)`` grid get score -1 (below any ``min_score``; their
+        relative order, which NMS breaks ties by, is the image grid's) and locations are clipped
+        to ``[0, H-1] x [0, W-1]`` (SPEC 5).
+
+        ``dense_forward`` must return ``lpn_scores (B, gh, gw)`` whose row-major grid the
+        candidates are flattened from; on a bucket (a multiple of 32) the grid stride is
+        ``Hb / gh`` exactly.
+        """
+        from keras import ops
+
+        dense = self.model.dense_forward(images, training=False)
+        candidates, scores = dense["candidates"], dense["candidate_scores"]
+        grid_h, grid_w = (int(n) for n in dense["lpn_scores"].shape[1:3])
+        stride_h, stride_w = images.shape[1] // grid_h, images.shape[2] // grid_w
+        cells = ops.arange(grid_h * grid_w, dtype="int32")
+        inside = ops.logical_and(
+            (cells // grid_w) * stride_h < size[0], (cells % grid_w) * stride_w < size[1]
+        )
+        scores = ops.where(inside[None], scores, ops.cast(-1.0, scores.dtype))
+        upper = ops.cast(size - 1, candidates.dtype)
+        candidates = ops.minimum(candidates, upper[None, None])
+        return candidates, scores, dense["shared_features"]
+
+    def _propose(self, images, size, *, settings, image_shape):
         from keras import ops
 
         from lacss_core import ops as lops
 
-        dense = self.model.dense_forward(images, training=False)
+        candidates, candidate_scores, shared = self._inside(images, size)
         locations, scores, _ = lops.nms(
-            dense["candidates"],
-            dense["candidate_scores"],
+            candidates,
+            candidate_scores,
             max_output=settings.max_output,
             nms_distance=settings.nms_distance,
             min_score=settings.min_score,
             pre_nms_topk=settings.pre_nms_topk,
         )
         # candidates NMS would keep but for pre_nms_topk: more than pre_nms_topk means some were cut
-        active = ops.sum(ops.cast(dense["candidate_scores"][0] >= settings.min_score, "int32"))
-        return locations, scores, dense["shared_features"], active
+        active = ops.sum(ops.cast(candidate_scores[0] >= settings.min_score, "int32"))
+        return locations, scores, shared, active
 
-    def _dense(self, images, *, settings, image_shape):
-        dense = self.model.dense_forward(images, training=False)
-        return dense["candidates"], dense["candidate_scores"], dense["shared_features"]
+    def _dense(self, images, size, *, settings, image_shape):
+        return self._inside(images, size)
 
     def _nms(self, candidates, candidate_scores, *, settings, image_shape):
         from keras import ops
@@ -227,7 +325,7 @@ def _slot_count(settings: Settings, valid_count: int) -> int:
     return min(settings.max_output, max(MIN_SLOTS, 1 << max(0, valid_count - 1).bit_length()))
 
 
-# model -> its Network; weak, so the compiled functions go when the model does.
+# model -> {CompileOptions: its Network}; weak, so the compiled functions go when the model does.
 NETWORKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

@@ -40,6 +40,7 @@ class MarkerModel(keras.Model):
         yy, xx = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
         grid = np.stack([yy.ravel(), xx.ravel()], -1).astype("float32")[None]
         return {
+            "lpn_scores": images[..., 0],  # a proposal grid of stride 1
             "candidates": ops.convert_to_tensor(grid),
             "candidate_scores": ops.reshape(images[..., 0], (1, -1)),
             "shared_features": images,
