@@ -15,7 +15,8 @@ class AuxNet(keras.layers.Layer):
     1-channel sigmoid layer, predicting the cell boundary map ``B_P`` (SPEC 2).
 
     Input ``(B, H, W, C)`` float32 (``(B, C, H, W)`` with ``data_format="channels_first"``;
-    ``None``: ``keras.config.image_data_format()``); output ``(B, H, W)`` float32 in ``(0, 1)``.
+    ``None``: ``keras.config.image_data_format()``); output ``(B, H, W)`` float32 in ``(0, 1)``
+    under any dtype policy (the last layer computes in float32, ``factory.head_dtype``).
     Its receptive field stays small (``2 * num_layers + 1`` pixels) on purpose: boundaries are
     local.
     """
@@ -28,10 +29,15 @@ class AuxNet(keras.layers.Layer):
         self.num_layers = _validation.positive_int(num_layers, "num_layers")
         self.data_format = fmt = layout.check_data_format(data_format)
         self.hidden = [
-            factory.conv2d(filters, 3, f"conv{i}", activation="relu", data_format=fmt)
+            factory.conv2d(
+                filters, 3, f"conv{i}", activation="relu", data_format=fmt, dtype=self.dtype_policy
+            )
             for i in range(num_layers - 1)
         ]
-        self.out = factory.conv2d(1, 3, "boundary", data_format=fmt)
+        # float32 under any policy (factory.head_dtype): the map meets the boundary loss.
+        self.out = factory.conv2d(
+            1, 3, "boundary", data_format=fmt, dtype=factory.head_dtype(self.dtype_policy)
+        )
 
     def build(self, input_shape):
         """Create the conv weights for images of ``input_shape``."""

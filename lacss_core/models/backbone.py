@@ -41,7 +41,7 @@ class ChannelAttention(keras.layers.Layer):
     """CBAM channel attention: ``x * sigmoid(MLP(maxpool(x)) + MLP(avgpool(x)))``.
 
     One MLP ``Dense(max(1, C // reduction)) + ReLU -> Dense(C)`` is shared by both pooled vectors.
-    Input and output ``(B, H, W, C)`` float32, or ``(B, C, H, W)`` with
+    Input and output ``(B, H, W, C)`` in the compute dtype, or ``(B, C, H, W)`` with
     ``data_format="channels_first"`` (``None``: ``keras.config.image_data_format()``).
     """
 
@@ -54,8 +54,9 @@ class ChannelAttention(keras.layers.Layer):
         """Create the shared MLP for ``input_shape``'s channel count."""
         channels = layout.channels(input_shape, self.data_format)
         hidden = max(1, channels // self.reduction)
-        self.squeeze = factory.dense(hidden, "squeeze", activation="relu")
-        self.excite = factory.dense(channels, "excite")
+        dtype = self.dtype_policy
+        self.squeeze = factory.dense(hidden, "squeeze", activation="relu", dtype=dtype)
+        self.excite = factory.dense(channels, "excite", dtype=dtype)
         self.squeeze.build((None, channels))
         self.excite.build((None, hidden))
         self.built = True
@@ -108,13 +109,19 @@ class Bottleneck(keras.layers.Layer):
         self.attention_reduction = attention_reduction
         self.data_format = fmt = layout.check_data_format(data_format)
         out = filters * expansion
-        self.conv1 = _conv(filters, 1, "conv1", use_bias=folded, data_format=fmt)
-        self.norm1 = None if folded else make_norm(normalization, filters, "norm1", fmt)
-        self.conv2 = _conv(filters, 3, "conv2", strides=strides, use_bias=folded, data_format=fmt)
-        self.norm2 = None if folded else make_norm(normalization, filters, "norm2", fmt)
-        self.conv3 = _conv(out, 1, "conv3", use_bias=folded, data_format=fmt)
-        self.norm3 = None if folded else make_norm(normalization, out, "norm3", fmt)
-        self.attention = ChannelAttention(attention_reduction, data_format=fmt, name="attention")
+        layer = {"use_bias": folded, "data_format": fmt, "dtype": self.dtype_policy}
+        self.conv1 = _conv(filters, 1, "conv1", **layer)
+        self.norm1 = None if folded else self._norm(filters, "norm1")
+        self.conv2 = _conv(filters, 3, "conv2", strides=strides, **layer)
+        self.norm2 = None if folded else self._norm(filters, "norm2")
+        self.conv3 = _conv(out, 1, "conv3", **layer)
+        self.norm3 = None if folded else self._norm(out, "norm3")
+        self.attention = ChannelAttention(
+            attention_reduction, data_format=fmt, name="attention", dtype=self.dtype_policy
+        )
+
+    def _norm(self, channels: int, name: str):
+        return make_norm(self.normalization, channels, name, self.data_format, self.dtype_policy)
 
     def build(self, input_shape):
         """Create the block's weights for ``input_shape``."""
@@ -124,11 +131,15 @@ class Bottleneck(keras.layers.Layer):
         if self.projects:
             folded = self.fold_batch_norm
             self.shortcut_conv = _conv(
-                out, 1, "shortcut_conv", strides=self.strides, use_bias=folded, data_format=fmt
+                out,
+                1,
+                "shortcut_conv",
+                strides=self.strides,
+                use_bias=folded,
+                data_format=fmt,
+                dtype=self.dtype_policy,
             )
-            self.shortcut_norm = None
-            if not folded:
-                self.shortcut_norm = make_norm(self.normalization, out, "shortcut_norm", fmt)
+            self.shortcut_norm = None if folded else self._norm(out, "shortcut_norm")
             self.shortcut_conv.build(input_shape)
             build_norm(self.shortcut_norm, _with_channels(input_shape, out, fmt))
         narrow = _with_channels(input_shape, self.filters, fmt)
@@ -171,7 +182,8 @@ class ResNetBackbone(keras.layers.Layer):
 
     Stem: ``conv3x3(stem_filters[0])+ReLU, conv3x3(stem_filters[1])+ReLU, norm`` at stride 1.
     Stage ``i`` has ``stage_blocks[i]`` bottlenecks of width ``stage_widths[i]``; its first block
-    has stride 2. Input ``(B, H, W, C)`` float32 with ``H, W`` multiples of ``2**len(stages)``;
+    has stride 2. Input ``(B, H, W, C)`` float (cast to the compute dtype of the layer's dtype
+    policy, as every layer here) with ``H, W`` multiples of ``2**len(stages)``;
     output: list of stage outputs ``[C1, C2, ...]``, ``C_i`` of shape
     ``(B, H/2**i, W/2**i, expansion*stage_widths[i-1])`` (input and outputs channels-first with
     ``data_format="channels_first"``; ``None``: ``keras.config.image_data_format()``).
@@ -206,13 +218,16 @@ class ResNetBackbone(keras.layers.Layer):
         self.expansion = expansion
         self.normalization = check_normalization(normalization)
         self.attention_reduction = attention_reduction
+        dtype = self.dtype_policy
         self.stem_convs = [
-            _conv(f, 3, f"stem_conv{i}", activation="relu", data_format=fmt)
+            _conv(f, 3, f"stem_conv{i}", activation="relu", data_format=fmt, dtype=dtype)
             for i, f in enumerate(self.stem_filters)
         ]
         self.stem_norm = None
         if not self.fold_batch_norm:
-            self.stem_norm = make_norm(normalization, self.stem_filters[-1], "stem_norm", fmt)
+            self.stem_norm = make_norm(
+                normalization, self.stem_filters[-1], "stem_norm", fmt, dtype=dtype
+            )
         # One flat list (Keras tracks flat lists of layers reliably), stage after stage.
         self.blocks = [
             Bottleneck(
@@ -224,6 +239,7 @@ class ResNetBackbone(keras.layers.Layer):
                 data_format=fmt,
                 fold_batch_norm=self.fold_batch_norm,
                 name=f"stage{s + 1}_block{b}",
+                dtype=dtype,
             )
             for s, width in enumerate(self.stage_widths)
             for b in range(self.stage_blocks[s])

@@ -55,14 +55,13 @@ class FPN(keras.layers.Layer):
             raise ValueError(f"FPN needs at least 2 input levels, got {levels}")
         fmt = self.data_format
         activation = "relu" if self.lateral_relu else None
+        layer = {"data_format": fmt, "dtype": self.dtype_policy}
         self.laterals = [
-            factory.conv2d(
-                self.channels, 1, f"lateral{k + 1}", activation=activation, data_format=fmt
-            )
+            factory.conv2d(self.channels, 1, f"lateral{k + 1}", activation=activation, **layer)
             for k in range(levels)
         ]
         self.smooths = [
-            factory.conv2d(self.channels, 3, f"smooth{k + 1}", activation="relu", data_format=fmt)
+            factory.conv2d(self.channels, 3, f"smooth{k + 1}", activation="relu", **layer)
             for k in range(levels - 1)
         ]
         for lateral, shape in zip(self.laterals, input_shape, strict=True):

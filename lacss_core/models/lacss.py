@@ -97,6 +97,14 @@ class Lacss(keras.Model):
     ``fold_batch_norm``: every BatchNorm is folded into a convolution (an inference model, made
     by :meth:`fused`; it cannot be trained).
 
+    ``dtype`` (Keras' layer argument; default the global ``keras.config.dtype_policy()``): the
+    dtype policy, passed to every sub-layer. Under ``"mixed_bfloat16"`` (or ``"mixed_float16"``
+    on a GPU) the layers compute in the 16-bit dtype and keep float32 variables; the output
+    heads (LPN score and offset, the segmentor's and auxnet's last layers) compute in float32,
+    so every output above is float32, as are the GT locations of an input, NMS, the losses and
+    the label painting. A model saved under one policy loads under another (the weights are
+    float32 either way). Accuracy and speed: docs/performance.md, "Mixed precision".
+
     Use ``Lacss.from_preset("lacss_resnet50")`` (the paper) or ``"lacss_tiny"`` (tests, CPU demos).
     """
 
@@ -187,6 +195,7 @@ class Lacss(keras.Model):
             segmentation_threshold, image_normalization, train_diameter, calibration
         )
 
+        dtype = self.dtype_policy
         self.backbone = ResNetBackbone(
             stem_filters=stem_filters,
             stage_blocks=stage_blocks,
@@ -197,14 +206,18 @@ class Lacss(keras.Model):
             data_format=fmt,
             fold_batch_norm=self.fold_batch_norm,
             name="backbone",
+            dtype=dtype,
         )
-        self.fpn = FPN(fpn_channels, lateral_relu=fpn_lateral_relu, data_format=fmt, name="fpn")
+        self.fpn = FPN(
+            fpn_channels, lateral_relu=fpn_lateral_relu, data_format=fmt, name="fpn", dtype=dtype
+        )
         self.lpn = LPNHead(
             lpn_filters,
             normalization=normalization,
             data_format=fmt,
             fold_batch_norm=self.fold_batch_norm,
             name="lpn",
+            dtype=dtype,
         )
         self.segmentor = Segmentor(
             segmentor_filters,
@@ -215,10 +228,13 @@ class Lacss(keras.Model):
             centre_prior_scale=centre_prior_scale,
             data_format=fmt,
             name="segmentor",
+            dtype=dtype,
         )
         self.auxnet = None
         if use_auxnet:
-            self.auxnet = AuxNet(auxnet_filters, auxnet_layers, data_format=fmt, name="auxnet")
+            self.auxnet = AuxNet(
+                auxnet_filters, auxnet_layers, data_format=fmt, name="auxnet", dtype=dtype
+            )
 
         self.lpn_loss_tracker = keras.metrics.Mean(name="lpn_loss")
         self.seg_loss_tracker = keras.metrics.Mean(name="seg_loss")
@@ -388,6 +404,14 @@ class Lacss(keras.Model):
         return copy
 
     # ------------------------------------------------------------------ geometry
+    @property
+    def input_dtype(self) -> str:
+        """``"float32"`` under any dtype policy: what Keras casts float inputs to. The GT
+        locations of a training input are pixel coordinates, which the compute dtype of a mixed
+        policy would round (bfloat16 holds 8 significant bits: +-1 px at 300 px); every layer
+        casts the image to its own compute dtype."""
+        return "float32"
+
     @property
     def lpn_stride(self) -> int:
         """Stride in pixels of the LPN grid: ``2**lpn_level``."""

@@ -26,9 +26,10 @@ SCORE_PRIOR = 0.01
 class LPNHead(keras.layers.Layer):
     """``conv3x3(F)+norm+ReLU -> conv1x1(F)+norm+ReLU ->`` score and offset heads (SPEC 2).
 
-    Input: ``(B, h, w, C)`` float32 feature map of one FPN level (stride ``s``), ``(B, C, h, w)``
+    Input: ``(B, h, w, C)`` feature map of one FPN level (stride ``s``), ``(B, C, h, w)``
     with ``data_format="channels_first"`` (``None``: ``keras.config.image_data_format()``).
-    Output, channels-last in both layouts (what ``lacss_core.ops`` takes):
+    Output, channels-last in both layouts (what ``lacss_core.ops`` takes) and float32 under any
+    dtype policy (the two heads compute in float32: ``factory.head_dtype``):
     ``(scores (B, h, w), offsets (B, h, w, 2))``: scores are post-sigmoid probabilities;
     offsets ``(dy, dx)`` are linear, in grid units (multiply by ``s`` for pixels).
     ``fold_batch_norm``: both norms folded into their convolutions (``Lacss.fused``).
@@ -47,13 +48,16 @@ class LPNHead(keras.layers.Layer):
         self.normalization = check_normalization(normalization)
         self.fold_batch_norm = folded = check_foldable(fold_batch_norm, normalization)
         self.data_format = fmt = layout.check_data_format(data_format)
-        self.conv1 = factory.conv2d(filters, 3, "conv1", use_bias=folded, data_format=fmt)
-        self.norm1 = None if folded else make_norm(normalization, filters, "norm1", fmt)
-        self.conv2 = factory.conv2d(filters, 1, "conv2", use_bias=folded, data_format=fmt)
-        self.norm2 = None if folded else make_norm(normalization, filters, "norm2", fmt)
+        dtype = self.dtype_policy
+        layer = {"data_format": fmt, "dtype": dtype}
+        self.conv1 = factory.conv2d(filters, 3, "conv1", use_bias=folded, **layer)
+        self.norm1 = None if folded else make_norm(normalization, filters, "norm1", fmt, dtype)
+        self.conv2 = factory.conv2d(filters, 1, "conv2", use_bias=folded, **layer)
+        self.norm2 = None if folded else make_norm(normalization, filters, "norm2", fmt, dtype)
         prior_logit = -math.log((1 - SCORE_PRIOR) / SCORE_PRIOR)
-        self.score = factory.conv2d(1, 1, "score", bias_initializer=prior_logit, data_format=fmt)
-        self.offset = factory.conv2d(2, 1, "offset", data_format=fmt)
+        head = {"data_format": fmt, "dtype": factory.head_dtype(dtype)}
+        self.score = factory.conv2d(1, 1, "score", bias_initializer=prior_logit, **head)
+        self.offset = factory.conv2d(2, 1, "offset", **head)
 
     def build(self, input_shape):
         """Create the head's weights for features of ``input_shape``."""
@@ -70,6 +74,8 @@ class LPNHead(keras.layers.Layer):
         """Features ``(B, h, w, C)`` -> ``(scores (B, h, w), offsets (B, h, w, 2))``."""
         x = ops.relu(apply_norm(self.norm1, self.conv1(x), training))
         x = ops.relu(apply_norm(self.norm2, self.conv2(x), training))
+        # The heads compute in float32 under any policy (factory.head_dtype): the scores meet
+        # thresholds, NMS and the focal loss, the offsets become proposal coordinates.
         scores = layout.single_channel(ops.sigmoid(self.score(x)), self.data_format)
         return scores, layout.to_channels_last(self.offset(x), self.data_format)
 

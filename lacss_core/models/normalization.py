@@ -27,9 +27,15 @@ def check_normalization(normalization: str) -> str:
 
 
 def make_norm(
-    normalization: str, channels: int, name: str, data_format: str = "channels_last"
+    normalization: str,
+    channels: int,
+    name: str,
+    data_format: str = "channels_last",
+    dtype=None,
 ) -> keras.layers.Layer:
-    """A normalization layer for a ``channels``-wide feature map in ``data_format``.
+    """A normalization layer for a ``channels``-wide feature map in ``data_format``, with the
+    dtype policy ``dtype`` (None: Keras' global one). Under a mixed policy all three compute their
+    statistics in float32 and return the compute dtype (Keras' layers do so themselves).
 
     ``"batch"``: BatchNormalization (batch statistics when ``training=True``, moving averages
     otherwise). ``"group"``: GroupNormalization with ``gcd(32, channels)`` groups, so any width
@@ -38,7 +44,11 @@ def make_norm(
     """
     check_normalization(normalization)
     axis = layout.channel_axis(data_format)
-    scale_and_shift = {"gamma_initializer": host("ones"), "beta_initializer": host("zeros")}
+    scale_and_shift = {
+        "gamma_initializer": host("ones"),
+        "beta_initializer": host("zeros"),
+        "dtype": dtype,
+    }
     if normalization == "batch":
         return keras.layers.BatchNormalization(
             axis=axis,
@@ -90,7 +100,9 @@ class ChannelsFirstLayerNormalization(keras.layers.LayerNormalization):
         """Normalise ``(B, C, H, W)`` over ``C`` at every pixel (other inputs: Keras' own)."""
         if self.axis != [1] or len(inputs.shape) != 4:
             return super().call(inputs)
-        x = ops.cast(inputs, "float32")  # statistics in float32, as Keras' own layer
+        # Statistics in float32 whatever the compute dtype, as Keras' own layer: a bfloat16 mean
+        # and variance over C channels lose the 8 bits that normalisation is about.
+        x = ops.cast(inputs, "float32")
         # Two passes (not ops.moments' E[x^2] - E[x]^2, which cancels when the mean is large).
         centred = x - ops.mean(x, axis=1, keepdims=True)
         variance = ops.mean(ops.square(centred), axis=1, keepdims=True)

@@ -24,8 +24,9 @@ class Segmentor(keras.layers.Layer):
     ``keras.config.image_data_format()``); locations ``(B, M, 2)`` float pixels, ``-1`` padded.
     The convolutions run in ``data_format``; the trunk's output is made channels-last once, for
     the patch ops of ``lacss_core.ops``. Returns ``(B, M, c, c)`` float32
-    probabilities; rows of invalid locations are computed on zero inputs and should be masked by
-    the caller (``Lacss`` zeroes them).
+    probabilities under any dtype policy (the last layer computes in float32,
+    ``factory.head_dtype``); rows of invalid locations are computed on zero inputs and should be
+    masked by the caller (``Lacss`` zeroes them).
 
     Options for weakly supervised training from random weights (additions to SPEC 2; the
     defaults give exactly the SPEC model). Without them that training collapses: the overlap term
@@ -75,14 +76,27 @@ class Segmentor(keras.layers.Layer):
                 raise ValueError(
                     f"centre_prior_sigma must be > 0 or None, got {centre_prior_sigma}"
                 )
+        layer = {"data_format": fmt, "dtype": self.dtype_policy}
         self.trunk = [
-            factory.conv2d(filters, 3, f"trunk{i}", activation="relu", data_format=fmt)
+            factory.conv2d(filters, 3, f"trunk{i}", activation="relu", **layer)
             for i in range(trunk_layers)
         ]
-        self.head_conv = factory.conv2d(filters, 3, "head_conv", activation="relu", data_format=fmt)
+        self.head_conv = factory.conv2d(filters, 3, "head_conv", activation="relu", **layer)
         self.head_upsample = factory.conv2d_transpose(
-            1, 3, "head_upsample", strides=2, bias_initializer=self.head_bias_init, data_format=fmt
+            1,
+            3,
+            "head_upsample",
+            strides=2,
+            bias_initializer=self.head_bias_init,
+            data_format=fmt,
+            dtype=factory.head_dtype(self.dtype_policy),
         )
+
+    @property
+    def input_dtype(self) -> str:
+        """``"float32"`` under any dtype policy (``Lacss.input_dtype``): ``call``'s locations are
+        pixel coordinates; the convolutions cast the features to their compute dtype."""
+        return "float32"
 
     @property
     def patch_cells(self) -> int:
@@ -108,8 +122,8 @@ class Segmentor(keras.layers.Layer):
 
     def shared_features(self, features):
         """The trunk, shared by all instances: ``(B, Hf, Wf, C)`` (or ``(B, C, Hf, Wf)`` in
-        channels-first) ``-> (B, Hf, Wf, filters)``, channels-last in both layouts (one transpose
-        here, so the patch ops get the layout they take)."""
+        channels-first) ``-> (B, Hf, Wf, filters)`` in the compute dtype, channels-last in both
+        layouts (one transpose here, so the patch ops get the layout they take)."""
         for conv in self.trunk:
             features = conv(features)
         return layout.to_channels_last(features, self.data_format)
@@ -118,15 +132,19 @@ class Segmentor(keras.layers.Layer):
         """The head on already cropped inputs.
 
         Args:
-            feature_patches: ``(B, M, k, k, F)`` float32 crops of ``shared_features``
-                (channels-last in both layouts).
+            feature_patches: ``(B, M, k, k, F)`` crops of ``shared_features`` (channels-last in
+                both layouts, in their dtype).
             location_patches: ``(B, M, k, k, 2)`` float32 location tensors.
         Returns:
             ``(B, M, c, c)`` float32 probabilities, ``c = 2k``.
         """
         batch, slots = ops.shape(feature_patches)[:2]
         k = self.patch_cells
-        x = ops.concatenate([feature_patches, location_patches], axis=-1)
+        # The location tensor is a network input (offsets of at most half a crop, in crop
+        # units): it joins the features in their dtype, as concatenate would otherwise promote
+        # both to float32. The prior below reads it in float32.
+        locations = ops.cast(location_patches, feature_patches.dtype)
+        x = ops.concatenate([feature_patches, locations], axis=-1)
         x = ops.reshape(x, (-1, k, k, ops.shape(x)[-1]))
         x = layout.from_channels_last(x, self.data_format)
         # One output channel: (N, c, c, 1) and (N, 1, c, c) reshape alike.

@@ -4,6 +4,8 @@ Ranks come from pairwise comparisons (``B*M*M`` booleans: 1M for M = 1024, cheap
 of any sort's tie rule). Painting is one ``ops.segment_max`` over flat pixel ids of
 ``priority = (M + 1 - rank)`` on covered pixels: the largest priority is the smallest rank, so
 overlaps need no loop over instances (``jax.ops.segment_max``; torch ``scatter_reduce(amax)``).
+Scores, patches and the threshold are compared in float32 under any dtype policy (the casts
+below), so a label does not depend on whether the patches arrived in a 16-bit dtype.
 """
 
 from __future__ import annotations

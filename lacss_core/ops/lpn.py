@@ -1,4 +1,5 @@
-"""LPN targets (SPEC 3) and the LPN loss (SPEC 4), in keras.ops."""
+"""LPN targets (SPEC 3) and the LPN loss (SPEC 4), in keras.ops; float32 under any dtype
+policy (targets are geometry; the loss sums over the grid)."""
 
 from __future__ import annotations
 

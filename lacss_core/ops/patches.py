@@ -13,6 +13,7 @@ the oracle mirror.
 
 from __future__ import annotations
 
+import keras
 from keras import ops
 
 from lacss_core import _validation
@@ -91,15 +92,21 @@ def gather_patches(features, locations, crop_size):
         features: ``(B, Hf, Wf, F)`` float, the segmentor's shared map on the padded input.
         locations: ``(B, M, 2)`` float pixels; crop_size: Python int ``c``.
     Returns:
-        ``(B, M, k, k, F) float32``: rows ``[cy-q, cy-q+k)``, cols ``[cx-q, cx-q+k)``; cells outside
-        the map read 0; zeros for invalid rows. Differentiable w.r.t. ``features``.
+        ``(B, M, k, k, F)`` in the dtype of float ``features`` (float32 for others): rows
+        ``[cy-q, cy-q+k)``, cols ``[cx-q, cx-q+k)``; cells outside the map read 0; zeros for
+        invalid rows. Differentiable w.r.t. ``features``.
     """
     c = _validation.crop_size(crop_size)
     k, q = c // 2, c // 4
     batch, hf, wf, nf = features.shape
     valid, top_left = _valid_and_cells(locations, c)
     # A border of q cells holds every window of a location inside the map (rows -q .. Hf+q-1).
-    padded = ops.pad(ops.cast(features, "float32"), [[0, 0], [q, q], [q, q], [0, 0]])
+    features = ops.convert_to_tensor(features)
+    # A gather copies values: it keeps the network's compute dtype (bfloat16 under a mixed
+    # policy), which the segmentor head reads next.
+    if not keras.backend.is_float_dtype(features.dtype):
+        features = ops.cast(features, "float32")
+    padded = ops.pad(features, [[0, 0], [q, q], [q, q], [0, 0]])
     flat_features = ops.reshape(padded, (batch * (hf + 2 * q) * (wf + 2 * q), nf))
     index = _window_indices(top_left, valid, k, (hf, wf), q)
     patches = ops.take(flat_features, ops.reshape(index, (-1,)), axis=0)

@@ -1,4 +1,7 @@
-"""Proposal decoding, greedy distance NMS (SPEC 5) and training-time location mixing (SPEC 6)."""
+"""Proposal decoding, greedy distance NMS (SPEC 5) and training-time location mixing (SPEC 6).
+
+Geometry, in float32 under any dtype policy (``as_float32``): pixel coordinates of a 16-bit
+float would be off by a pixel at a few hundred pixels, and NMS compares squared distances."""
 
 from __future__ import annotations
 

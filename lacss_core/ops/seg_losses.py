@@ -4,6 +4,8 @@ Means are over all valid (image, instance) pairs and all ``c*c`` patch pixels (p
 image included): ``sum / (c*c*max(1, total valid instances))``. Patches are ``(B, N, c, c)``
 post-sigmoid probabilities whose instance ``n`` sits at ``patch_origins(locations, c)[:, n]``.
 All losses return float32 scalars, differentiable w.r.t. ``patches`` (and ``boundary_pred``).
+They compute in float32 whatever the model's dtype policy (the casts below): a mean over
+``c*c*N`` pixels, and logs of probabilities near 0 and 1, lose too much in bfloat16.
 
 Patches reach a canvas through one scatter-add over the flat pixel ids of
 ``patches.paste_indices`` (see ``_paste``): duplicates summed, differentiable, no loop over
