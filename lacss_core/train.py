@@ -44,6 +44,48 @@ from lacss_core._run_record import differences, run_record
 #: the tiny preset on synthetic cells in a few hundred steps, see docs/results.md.
 DEFAULT_LEARNING_RATE = 1e-3
 
+#: ``warmup_cosine``: the fraction of the steps the learning rate rises over, from 0.
+WARMUP_FRACTION = 0.05
+
+
+def warmup_cosine(learning_rate: float, steps: int, warmup_fraction: float = WARMUP_FRACTION):
+    """Adam's learning rate for ``steps`` steps: linear from 0 to ``learning_rate`` over
+    ``warmup_fraction`` of them (at least one step), then cosine decay to 0 at ``steps``.
+
+    A Keras ``LearningRateSchedule`` indexed by the optimizer's step count, which checkpoints
+    keep, so a resumed run continues on the same curve. Its config holds ``steps``: a run
+    with another ``steps`` is another run (``train``'s ``resume``).
+    """
+    _check_positive(steps=steps)
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate: must be > 0, got {learning_rate}")
+    if not 0 <= warmup_fraction < 1:
+        raise ValueError(f"warmup_fraction: must be in [0, 1), got {warmup_fraction}")
+    warmup = min(max(1, round(steps * warmup_fraction)), steps - 1) if steps > 1 else 0
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=steps - warmup,
+        alpha=0.0,
+        warmup_target=float(learning_rate),
+        warmup_steps=warmup,
+    )
+
+
+#: Whether weakly supervised training from scratch uses ``warmup_cosine`` by default.
+WEAK_SCHEDULE = False
+
+
+def weak_learning_rate(learning_rate: float, steps: int, *, schedule: bool | None = None):
+    """The learning rate (a float or a schedule) of weakly supervised training from scratch.
+
+    ``schedule``: True for ``warmup_cosine``, False for the constant ``learning_rate``, None
+    for ``WEAK_SCHEDULE``.
+    """
+    if schedule is None:
+        schedule = WEAK_SCHEDULE
+    return warmup_cosine(learning_rate, steps) if schedule else float(learning_rate)
+
+
 STATE_FILE = "state.json"
 BEST_FILE = "best.keras"
 _CHECKPOINT_PREFIX = "ckpt-"
@@ -485,18 +527,25 @@ def record_training_data(model: keras.Model, train_data) -> None:
     """Record in ``model``'s config what prediction must repeat about the training images.
 
     ``image_normalization`` becomes ``train_data.normalize`` (``LacssDataset``'s method), so
-    ``predict_instances`` normalises as in training. ``train_diameter``, if the model has none
-    yet, becomes the median equivalent cell diameter (pixels) of the labels of the first
-    ``DIAMETER_SAMPLES`` of ``train_data.samples`` (fully labelled samples only), so
-    ``predict_instances(diameter=...)`` can rescale images to it. Data without those attributes
-    (any other sequence of batches) leaves the model as it is.
+    ``predict_instances`` normalises as in training. ``train_diameter`` becomes the
+    ``train_diameter`` of ``train_data.samples`` if they have one (rescaled samples,
+    ``lacss_core.data.sizes.RescaledSamples``: the cells are that size, whatever the model
+    recorded before); else, if the model has none yet, the median equivalent cell diameter
+    (pixels) of the labels of the first ``DIAMETER_SAMPLES`` samples (fully labelled samples
+    only), so ``predict_instances(diameter=...)`` can rescale images to it. Data without those
+    attributes (any other sequence of batches) leaves the model as it is.
     """
     from lacss_core.postprocess import median_diameter
 
     if hasattr(train_data, "normalize") and hasattr(model, "image_normalization"):
         model.image_normalization = train_data.normalize
     samples = getattr(train_data, "samples", None)
-    if samples is None or getattr(model, "train_diameter", 0) is not None:
+    if samples is None or not hasattr(model, "train_diameter"):
+        return
+    if getattr(samples, "train_diameter", None) is not None:
+        model.train_diameter = samples.train_diameter
+        return
+    if model.train_diameter is not None:
         return
     labels = []
     for i in range(min(len(samples), DIAMETER_SAMPLES)):
@@ -654,4 +703,6 @@ __all__ = [
     "record_training_data",
     "save_model",
     "train",
+    "warmup_cosine",
+    "weak_learning_rate",
 ]

@@ -196,6 +196,9 @@ def test_train_usage_errors_come_before_any_work(tmp_path, capsys, monkeypatch):
         (["-o", out, "--checkpoint-dir", str(tmp_path / "a_file")], "exists and is not a folder"),
         (["-o", str(tmp_path / "old.keras")], "use --overwrite to replace it"),
         (["-o", out, "--steps", "0"], "--steps must be >= 1"),
+        (["-o", out, "--target-diameter", "0"], "--target-diameter must be a number of pixels > 0"),
+        (["-o", out, "--target-diameter", "nan"], "must be a number of pixels > 0, got nan"),
+        (["-o", out, "--target-diameter", "-2"], "must be a number of pixels > 0, got -2"),
         (["-o", out, "--init", str(tmp_path / "none.keras")], "no such model file"),
         (["-o", str(tmp_path / "a_file" / "m.keras")], "cannot write into"),
     ]
@@ -237,3 +240,28 @@ def test_one_large_image_trains_with_no_size_options(tmp_path, capsys):
     assert state["run"]["data"]["size"] == [128, 128]
     config = keras.saving.load_model(out).get_config()
     assert config["crop_size"] == 32 and 14 < config["train_diameter"] < 17
+
+
+@pytest.mark.parametrize("weak", [False, True], ids=["labels", "points"])
+def test_target_diameter_rescales_training_and_prediction_repeats_it(tmp_path, weak, capsys):
+    # Issue 17 item 3: cells ~12 px across trained at 8 px; predict(diameter=d) resizes by 8 / d.
+    from lacss_core.predict import predict_instances
+
+    data = _write_samples(tmp_path / "train", weak)
+    out = tmp_path / "small.keras"
+    argv = ["train", str(data), "-o", str(out), "--steps", "2", "--batch-size", "2"]
+    argv += ["--size", "64", "--max-instances", "16", "--target-diameter", "8"]
+    assert cli.main(argv + (["--weak"] if weak else [])) == 0
+    printed = capsys.readouterr().out
+    rescale = next(line for line in printed.splitlines() if line.startswith("  rescale"))
+    scale = float(rescale.split()[1][1:])
+    median = float(rescale.split("the median diameter ")[1].split()[0])
+    assert scale == pytest.approx(8 / median, abs=5e-3) and 0.5 < scale < 0.8, rescale
+    assert "train_diameter  8.0" in printed
+    state = json.loads((tmp_path / "small_checkpoints" / "state.json").read_text())
+    assert state["run"]["data"]["samples"]["rescaled"] == pytest.approx(scale, abs=5e-4)
+    model = keras.saving.load_model(out)
+    assert model.train_diameter == 8.0 and model.get_config()["train_diameter"] == 8.0
+    image = synthetic_cells(seed=9, size=(64, 64), n_cells=4, radius=(5.0, 7.0)).image
+    _, details = predict_instances(model, image, diameter=median)
+    assert details["scale"] == pytest.approx(scale, abs=5e-3)

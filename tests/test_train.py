@@ -428,3 +428,16 @@ def test_tiny_preset_learns_from_points_and_masks():
     assert np.all(np.isfinite(history["loss"]))
     assert lpn[-20:].mean() < 0.35 * lpn[:5].mean(), "the LPN did not learn"
     assert_finds_held_out_cells(model, cells, min_ap50=0.4)  # 0 if the patches collapse
+
+
+def test_warmup_cosine_rises_then_decays_to_zero_and_weak_default_is_constant():
+    from lacss_core.train import WEAK_SCHEDULE, warmup_cosine, weak_learning_rate
+
+    rate = warmup_cosine(2e-3, 100)  # 5 warm-up steps
+    values = [float(rate(step)) for step in (0, 5, 52, 100)]
+    assert values[0] == 0.0 and values[1] == pytest.approx(2e-3)
+    assert values[2] == pytest.approx(1e-3, rel=0.02) and values[3] == pytest.approx(0.0)
+    assert weak_learning_rate(1e-3, 100) == 1e-3 and WEAK_SCHEDULE is False  # docs/results.md
+    assert float(weak_learning_rate(1e-3, 100, schedule=True)(5)) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="learning_rate: must be > 0"):
+        warmup_cosine(0.0, 10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from lacss_core.cli._common import add_progress_options
@@ -68,6 +69,16 @@ def _add_training_options(p) -> None:
         help="side in pixels of the random crops every step trains on, taken from the images "
         "with probability proportional to their area; smaller images are zero-padded (default: "
         "4 segmentation crops, a power of two, at most the largest image)",
+    )
+    g.add_argument(
+        "--target-diameter",
+        type=float,
+        metavar="PX",
+        help="resize the training (and --validation) images, labels, points and masks so the "
+        "median cell diameter measured in DATA becomes PX pixels, and record PX in the model: "
+        "`lacss predict --diameter D` then resizes images of cells D px across by PX / D, the "
+        "scale trained at (default: no rescale, unless the cells do not fit a given "
+        "--crop-size or the --init model's crop; the printed sizes say so)",
     )
     g.add_argument(
         "--max-instances",
@@ -172,6 +183,7 @@ def _training_model(args, samples):
         crop_size=init.crop_size if init else args.crop_size,
         size=args.size,
         max_instances=args.max_instances,
+        target_diameter=args.target_diameter,
         default_crop=init.crop_size if init else preset_crop_size(args.preset),
         crop_origin="the --init model's" if init else "given",
     )
@@ -182,7 +194,9 @@ def _training_model(args, samples):
         if args.weak:  # from scratch, the SPEC head collapses under L_WS (docs/results.md)
             overrides.update(weak_from_scratch(sizes.crop_size))
         init = Lacss.from_preset(args.preset, **overrides)
-    if init.train_diameter is None:  # for prediction's diameter option, also from points
+    # for prediction's diameter option, also from points; rescaled data set it anew, also for
+    # an --init model (its images now have cells of that diameter)
+    if init.train_diameter is None or sizes.scale != 1.0:
         init.train_diameter = sizes.train_diameter
     return init, sizes
 
@@ -206,6 +220,9 @@ def check_train_args(args) -> None:
     for name in ("checkpoint_every", "validate_every"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    target = args.target_diameter
+    if target is not None and not (math.isfinite(target) and target > 0):
+        raise ValueError(f"--target-diameter must be a number of pixels > 0, got {target:g}")
     if not args.learning_rate > 0:
         raise ValueError(f"--learning-rate must be > 0, got {args.learning_rate}")
     if args.seed < 0:
@@ -259,7 +276,7 @@ def run_train(args) -> int:
     samples = load_point_folder(args.data) if args.weak else load_labelled_folder(args.data)
     model, sizes = _training_model(args, samples)
     data = LacssDataset(
-        samples,
+        sizes.rescale(samples),  # to --target-diameter, if given or needed (printed)
         batch_size=args.batch_size,
         max_instances=sizes.max_instances,
         supervision="weak" if args.weak else "full",
@@ -273,7 +290,9 @@ def run_train(args) -> int:
         from lacss_core.distributed import local_batches
 
         data = local_batches(data)  # each host feeds its rows of every batch (no-op on one)
-    validation = load_labelled_folder(args.validation) if args.validation else None
+    validation = None
+    if args.validation:  # at the training scale, so AP and calibration see what training saw
+        validation = sizes.rescale(load_labelled_folder(args.validation))
     stem = Path(args.output).with_suffix("")
     checkpoint_dir = str(checkpoint_folder(args))
     history = train(

@@ -25,15 +25,30 @@ What is chosen (:func:`choose_training_sizes`), each unless given:
   augmentation); rows beyond the cells present cost nothing (instance buckets, issue 17);
 - ``train_diameter``: the median diameter, recorded in the model so that
   ``predict_instances(diameter=...)`` rescales images to the size the model was trained at.
+
+Rescaling (``target_diameter``, ``lacss train --target-diameter D``): the images are resized by
+``D / median diameter`` before training (:class:`RescaledSamples`: the image bilinear after an
+anti-aliasing blur when shrinking, as ``predict_instances`` rescales; labels and masks nearest
+neighbour; points moved with them), every size above is chosen for the rescaled cells, and
+``train_diameter`` is ``D``, so ``predict_instances(model, image, diameter=d)`` resizes an image
+of cells ``d`` px across by ``D / d``, the scale the model was trained at. Without a target, a
+given crop (``--crop-size``, or an ``--init`` model's) that the largest cells do not fit in at
+all (their extent exceeds it) gets the rescale that makes them fit with ``CROP_MARGIN``; a chosen
+crop more than ``LARGE_CROP`` x the preset's is reported with the target diameter that would
+train at the preset's crop (cost grows with the crop's square).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage, spatial
+
+from lacss_core import _validation
+from lacss_core.data.augment import AugmentParams, apply_augmentation, resized_shape
 
 CROP_MARGIN = 1.5
 CROP_PERCENTILE = 98
@@ -45,6 +60,8 @@ DEFAULT_MAX_INSTANCES = 256
 DENSITY_MARGIN = 1.25  # scale augmentation down to 0.9 packs 1 / 0.81 ~ 1.23 x the cells
 #: Samples measured (the first ones): enough for percentiles, bounded for large folders.
 MEASURE_SAMPLES = 256
+#: A chosen crop this many times the preset's (or more) is reported with a target diameter.
+LARGE_CROP = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +85,17 @@ class CellSizes:
     @property
     def count(self) -> int:
         return int(self.diameters.size)
+
+    def rescaled(self, scale: float) -> CellSizes:
+        """The cells as they are in the images resized by ``scale`` (the maps of
+        ``lacss_core.data.augment``: lengths times ``scale``, ``y' = (y + 0.5) scale - 0.5``)."""
+        return CellSizes(
+            diameters=self.diameters * scale,
+            extents=self.extents * scale,
+            centres=[np.maximum((c + 0.5) * scale - 0.5, 0) for c in self.centres],
+            image_shapes=[resized_shape(shape, scale) for shape in self.image_shapes],
+            source=self.source,
+        )
 
 
 def measure_labels(label) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -139,8 +167,10 @@ class TrainingSizes:
         crop_size: the segmentor's crop, pixels (a multiple of 4).
         size: the side of the training crops, pixels.
         max_instances: the most cells one training crop may hold.
-        train_diameter: median cell diameter in pixels, or None when no cell was found.
+        train_diameter: median cell diameter in pixels of the images as trained on (after
+            ``scale``), or None when no cell was found.
         lines: the report, one line per choice.
+        scale: the factor the training images are resized by (1.0: as they are).
     """
 
     crop_size: int
@@ -148,9 +178,18 @@ class TrainingSizes:
     max_instances: int
     train_diameter: float | None
     lines: tuple
+    scale: float = 1.0
 
     def report(self) -> str:
         return "\n".join(self.lines)
+
+    def rescale(self, samples):
+        """``samples`` as training must see them: resized by ``scale``
+        (:class:`RescaledSamples`), or unchanged when it is 1. Apply it to the training and
+        the validation samples alike."""
+        if self.scale == 1.0:
+            return samples
+        return RescaledSamples(samples, self.scale, train_diameter=self.train_diameter)
 
 
 def choose_training_sizes(
@@ -159,21 +198,32 @@ def choose_training_sizes(
     crop_size: int | None = None,
     size: int | None = None,
     max_instances: int | None = None,
+    target_diameter: float | None = None,
     default_crop: int = 32,
     crop_origin: str = "given",
 ) -> TrainingSizes:
     """Choose the training sizes from measured ``cells`` (see the module docstring).
 
     Args:
-        cells: from :func:`measure_samples`.
+        cells: from :func:`measure_samples` (the images as they are).
         crop_size, size, max_instances: values to keep instead of choosing them (reported as
             ``crop_origin`` for the crop, ``"given"`` for the others).
+        target_diameter: pixels; resize the images so the median cell diameter becomes this
+            (``TrainingSizes.scale``), and choose every size for the resized cells.
         default_crop: the crop when no cell was measured (the preset's).
+
+    Raises:
+        ValueError: ``target_diameter`` is not a number > 0, or no cell was measured to rescale.
     """
     lines = [_header(cells)]
+    scale, why = _choose_scale(cells, target_diameter, crop_size, crop_origin)
+    if scale != 1.0:
+        cells = cells.rescaled(scale)
+        lines.append(_line("rescale", f"x{scale:.3g}", why))
     largest = _percentile_extent(cells)
     needed = _needed_crop(largest)
-    if crop_size is None:
+    chosen_crop = crop_size is None
+    if chosen_crop:
         crop_size = needed or default_crop
         why = (
             f"holds the largest cells: {CROP_MARGIN} x {largest:.1f} px, a multiple of 4"
@@ -200,15 +250,115 @@ def choose_training_sizes(
         why = f"given; a {size} px crop holds at most {most} cells"
     lines.append(_line("--max-instances", max_instances, why))
     diameter = float(np.median(cells.diameters)) if cells.count else None
-    if diameter is not None:
+    if scale != 1.0:
+        diameter = float(target_diameter) if target_diameter is not None else diameter
+        why = "the median rescaled, recorded in the model: predict --diameter D resizes by "
+        why += f"{diameter:.1f} / D"
+        lines.append(_line("train_diameter", f"{diameter:.1f}", why))
+    elif diameter is not None:
         why = "the median, recorded in the model: predict --diameter D rescales images to it"
         lines.append(_line("train_diameter", f"{diameter:.1f}", why))
+    if chosen_crop and target_diameter is None and needed and needed >= LARGE_CROP * default_crop:
+        suggested = diameter * default_crop / crop_size
+        lines.append(
+            f"  note: these cells are large for the preset (crop {crop_size} px, its own is "
+            f"{default_crop}; a step's cost grows with the crop's and --size's squares): "
+            f"--target-diameter {suggested:.0f} would train them at a {default_crop} px crop"
+        )
     lines.append("  an option given on the command line replaces any of these")
-    return TrainingSizes(int(crop_size), int(size), int(max_instances), diameter, tuple(lines))
+    return TrainingSizes(
+        int(crop_size), int(size), int(max_instances), diameter, tuple(lines), float(scale)
+    )
+
+
+def _choose_scale(cells, target_diameter, crop_size, crop_origin) -> tuple[float, str]:
+    """The factor the images are resized by, and why (``choose_training_sizes``)."""
+    if target_diameter is not None:
+        target = _validation.positive_number(target_diameter, "target_diameter")
+        if not cells.count:
+            raise ValueError(
+                f"target_diameter={target_diameter!r}: no cell was measured in the training "
+                "data, so there is no diameter to rescale from"
+            )
+        median = float(np.median(cells.diameters))
+        why = f"--target-diameter {target:g} / the median diameter {median:.1f} px"
+        return target / median, why
+    largest = _percentile_extent(cells)
+    if crop_size is None or largest is None or largest <= crop_size:
+        return 1.0, ""
+    scale = crop_size / (CROP_MARGIN * largest)
+    why = (
+        f"the largest cells ({largest:.1f} px) do not fit the {crop_size} px crop "
+        f"({crop_origin}): shrunk to fit it with margin {CROP_MARGIN} (= --target-diameter "
+        f"{np.median(cells.diameters) * scale:.1f}; give one to choose)"
+    )
+    return scale, why
+
+
+def rescale_sample(sample, scale: float):
+    """``sample`` (``lacss_core.data.Sample``) resized by ``scale`` about its top-left corner.
+
+    The image is bilinear, after a Gaussian blur of sigma ``(1 / scale - 1) / 2`` px when
+    shrinking (against aliasing; ``predict_instances`` resizes the same way); label and mask are
+    nearest neighbour; points are moved with the image (``lacss_core.data.augment``'s maps).
+    The canvas is ``round(H * scale) x round(W * scale)``; a label is relabelled sequentially
+    (a cell smaller than a pixel after shrinking can vanish).
+    """
+    scale = _validation.positive_number(scale, "scale")
+    if scale == 1.0:
+        return sample
+    if scale < 1:
+        sigma = (1 / scale - 1) / 2
+        blurred = ndimage.gaussian_filter(sample.image, (sigma, sigma, 0), mode="nearest")
+        sample = sample.replace(image=blurred)
+    shape = resized_shape(sample.shape, scale)
+    return apply_augmentation(sample, AugmentParams(scale=scale), shape)
+
+
+class RescaledSamples(Sequence):
+    """The samples of ``samples`` resized by ``scale`` (:func:`rescale_sample`), on access.
+
+    Args:
+        samples: a sequence of ``lacss_core.data.Sample`` (a list, or a lazy one such as
+            ``SyntheticCells``).
+        scale: float > 0.
+        train_diameter: the median cell diameter after rescaling, px; ``lacss_core.train.train``
+            records it in the model (``train_diameter``) so prediction rescales alike.
+
+    A list or tuple is in memory already: its rescaled samples are kept once made (a rescale
+    per random crop would cost more than the step). A ``fingerprint()`` names the scale and the
+    original samples, so a training run's record changes with the scale without rescaling all.
+    """
+
+    def __init__(self, samples, scale: float, *, train_diameter: float | None = None):
+        self.samples = samples
+        self.scale = _validation.positive_number(scale, "scale")
+        self.train_diameter = train_diameter
+        self._kept = {} if isinstance(samples, (list, tuple)) else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample index {index} out of range for {len(self)} samples")
+        index %= len(self)
+        if self._kept is not None and index in self._kept:
+            return self._kept[index]
+        sample = rescale_sample(self.samples[index], self.scale)
+        if self._kept is not None:
+            self._kept[index] = sample
+        return sample
+
+    def fingerprint(self) -> dict:
+        from lacss_core._run_record import samples_fingerprint
+
+        return {"rescaled": self.scale, "samples": samples_fingerprint(self.samples)}
 
 
 def _line(name: str, value, why: str) -> str:
-    return f"  {name:<16}{value!s:<6}{why}"
+    value = f"{value!s:<6}" if len(str(value)) < 6 else f"{value} "
+    return f"  {name:<16}{value}{why}"
 
 
 def _header(cells: CellSizes) -> str:
@@ -229,7 +379,8 @@ def _percentile_extent(cells: CellSizes) -> float | None:
 def _needed_crop(extent: float | None) -> int | None:
     if extent is None:
         return None
-    return max(MIN_CROP, 4 * math.ceil(CROP_MARGIN * extent / 4))
+    # the tolerance keeps a crop rescaled to fit exactly (_choose_scale) at its size
+    return max(MIN_CROP, 4 * math.ceil(CROP_MARGIN * extent / 4 - 1e-9))
 
 
 def _choose_size(crop_size: int | None, side: int) -> tuple[int, str]:
@@ -282,9 +433,11 @@ def _nearest_other(points: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "CellSizes",
+    "RescaledSamples",
     "TrainingSizes",
     "choose_training_sizes",
     "measure_labels",
     "measure_points_and_mask",
     "measure_samples",
+    "rescale_sample",
 ]
