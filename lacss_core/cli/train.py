@@ -58,8 +58,9 @@ def _add_training_options(p) -> None:
         "--weak",
         action="store_true",
         help="weakly supervised (points + masks); a new model then gets the segmentor head bias "
-        "and centre prior (sigma = crop size / 8 px) that keep it from collapsing "
-        "(docs/results.md)",
+        "and centre prior (sigma = crop size / 8 px) against collapse to empty masks; from "
+        "scratch some seeds still collapse (try another --seed, or --auxnet; "
+        "docs/results.md, 'Weak training: seed spread')",
     )
     g.add_argument("--steps", type=int, default=1000, help="default: %(default)s")
     g.add_argument("--batch-size", type=int, default=4, help="default: %(default)s")
