@@ -18,7 +18,7 @@ def test_sigma_scales_with_the_crop_and_the_logits_do_not(crop, sigma):
 
 def _args(**kwargs):
     defaults = dict(init=None, weak=True, auxnet=False, crop_size=None, preset="lacss_tiny")
-    defaults.update(size=256, max_instances=256, quiet=True)
+    defaults.update(size=256, max_instances=256, target_diameter=None, quiet=True)
     return argparse.Namespace(**{**defaults, **kwargs})
 
 
