@@ -33,8 +33,8 @@ for up to 64 cells).
 
 ``--device cpu`` (the default) hides GPUs from both frameworks; ``--device gpu`` fails unless
 the backend sees one and turns TF32 off (float32 is float32). ``--dtypes bfloat16`` runs under
-the ``mixed_bfloat16`` Keras dtype policy (meaningful once the model follows the policy, issue
-12 item 4). ``benchmarks/gpu.sh`` is the one-script run for a lent GPU machine.
+the ``mixed_bfloat16`` Keras dtype policy (bfloat16 layers, float32 variables and heads).
+``benchmarks/gpu.sh`` is the one-script run for a lent GPU machine.
 
 Prints a Markdown table; ``--output PREFIX`` also writes ``PREFIX.json`` and ``PREFIX.md``
 (atomically). Timings are only worth recording on a quiet machine: say so with the numbers.
