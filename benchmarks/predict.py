@@ -1,14 +1,14 @@
-"""Time ``predict_instances`` end to end against the network alone, at 512 x 512, on JAX.
+"""Time ``predict_instances`` end to end against the network alone, at 512 x 512.
 
-Usage: ``KERAS_BACKEND=jax python benchmarks/predict.py [--runs 5] [--presets lacss_tiny
+Usage: ``KERAS_BACKEND=jax|torch python benchmarks/predict.py [--runs 5] [--presets lacss_tiny
 lacss_resnet50] [--no-write]``.
 
 Per preset (random weights, the inference capacity ``max_output=1024`` and the ``min_score``
 that keeps 256 proposals, as on an image with 256 cells), the median wall time over ``--runs``
 rounds, after one warm-up round (the jit compiles), of the three calls below; each round calls
-each once, in turn:
+each once, in turn (compiled as prediction compiles: ``jax.jit`` on JAX, eager on torch):
 
-* ``model(images)``: the whole Keras forward pass, ``jax.jit``-ed (backbone, FPN, LPN, NMS and the
+* ``model(images)``: the whole Keras forward pass (backbone, FPN, LPN, NMS and the
   per-instance layers on all ``max_output`` slots);
 * network: what prediction must compute on the accelerator, jitted as predict runs it: the dense
   part and NMS, then the per-instance layers on the slots that cover the valid proposals;
@@ -52,9 +52,9 @@ def interleaved_medians(calls: dict, runs: int) -> dict:
 
 
 def time_preset(name: str, runs: int) -> dict:
-    import jax
     import keras
 
+    from lacss_core import _backend
     from lacss_core._network import Network
     from lacss_core.models import Lacss
     from lacss_core.predict import _resolve_settings, predict_instances
@@ -63,29 +63,28 @@ def time_preset(name: str, runs: int) -> dict:
     model = Lacss.from_preset(name, max_output=CAPACITY, min_score=0.0)
     model.build((None, None, None, 1))
     image = np.random.default_rng(0).integers(0, 4096, (SIZE, SIZE), dtype=np.uint16)
-    images = keras.ops.convert_to_tensor((image / 4095.0).astype(np.float32)[None, ..., None])
+    backend = _backend.current()
     network = Network.of(model)
+    images, size = network._padded((image / 4095.0).astype(np.float32)[..., None])
     # Greedy NMS keeps a prefix of its min_score=0 output for any higher min_score, so the
     # INSTANCES-th score is the threshold that keeps INSTANCES proposals.
-    _, scores, _, _ = network._stage("propose", _resolve_settings(network, 0.0, None, 0.5))(images)
+    propose = network._stage("propose", _resolve_settings(network, 0.0, None, 0.5))
+    _, scores, _, _ = propose(images, size)
     model.min_score = float(np.sort(keras.ops.convert_to_numpy(scores[0]))[::-1][INSTANCES - 1])
     settings = _resolve_settings(network, None, None, 0.5)
-
-    def pure_call(values, x):
-        with keras.StatelessScope(state_mapping=list(zip(model.variables, values, strict=True))):
-            return model(x, training=False)["patches"]
-
-    jitted_call = jax.jit(pure_call)
+    compiled_call = backend.compile_with_variables(
+        lambda x: model(x, training=False)["patches"], model.variables
+    )
 
     def forward():
-        jitted_call([v.value for v in model.variables], images).block_until_ready()
+        backend.block_until_ready(compiled_call(images))
 
     def network_only():
-        locations, scores, shared, _ = network._stage("propose", settings)(images)
+        locations, scores, shared, _ = network._stage("propose", settings)(images, size)
         count = int(keras.ops.convert_to_numpy(keras.ops.sum(locations[0, :, 0] >= 0)))
         slots = min(settings.max_output, max(16, 1 << max(0, count - 1).bit_length()))
         masks = network._stage("masks", settings, (SIZE, SIZE))
-        masks(shared, locations[:, :slots], scores[:, :slots])["masks"].block_until_ready()
+        backend.block_until_ready(masks(shared, locations[:, :slots], scores[:, :slots]))
 
     label, _ = predict_instances(model, image)
     medians = interleaved_medians(
@@ -99,18 +98,29 @@ def time_preset(name: str, runs: int) -> dict:
     return dict(preset=name, cells=int(label.max()), **medians)
 
 
+def _heading() -> str:
+    """The doc section of the active backend (JAX's is the original one)."""
+    import keras
+
+    backend = keras.backend.backend()
+    return SECTION if backend == "jax" else f"{SECTION} ({backend})"
+
+
 def markdown(rows: list[dict], runs: int) -> str:
+    import keras
+
+    backend = keras.backend.backend()
     lines = [
-        SECTION,
+        _heading(),
         "",
-        f"`KERAS_BACKEND=jax python benchmarks/predict.py --runs {runs}`: median of {runs} "
+        f"`KERAS_BACKEND={backend} python benchmarks/predict.py --runs {runs}`: median of {runs} "
         "interleaved rounds after a warm-up (compile) round; one "
         f"{SIZE} x {SIZE} grey image, random weights, `max_output={CAPACITY}` and the "
         f"`min_score` that keeps {INSTANCES} proposals (an image with {INSTANCES} cells). "
-        "*network* is the jitted dense part + NMS + per-instance layers on the slots that cover "
-        "the proposals (what predict runs on the accelerator); *model(images)* is the jitted "
+        "*network* is the dense part + NMS + per-instance layers on the slots that cover "
+        "the proposals (what predict runs on the accelerator); *model(images)* is the "
         "Keras forward pass on all slots; overhead = predict / network - 1. "
-        f"JAX on CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+        f"{backend} on CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
         "(shared with other jobs, so times are noisy).",
         "",
         "| preset | cells painted | model(images) (ms) | network (ms) | predict_instances (ms) "
@@ -134,8 +144,8 @@ def main(argv=None) -> None:
     p.add_argument("--presets", nargs="+", default=["lacss_tiny", "lacss_resnet50"])
     p.add_argument("--no-write", action="store_true", help="print only; leave the doc alone")
     args = p.parse_args(argv)
-    if os.environ.get("KERAS_BACKEND") != "jax":
-        sys.exit("run with KERAS_BACKEND=jax (this benchmark jits with JAX)")
+    if os.environ.get("KERAS_BACKEND") not in ("jax", "torch"):
+        sys.exit("run with KERAS_BACKEND=jax or KERAS_BACKEND=torch")
     rows = []
     for name in args.presets:
         rows.append(time_preset(name, args.runs))
@@ -143,7 +153,7 @@ def main(argv=None) -> None:
     section = markdown(rows, args.runs)
     print(section)
     if not args.no_write:
-        write_section(SECTION, section)
+        write_section(_heading(), section)
 
 
 if __name__ == "__main__":

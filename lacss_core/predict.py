@@ -61,6 +61,7 @@ def predict_instances(
     max_output=None,
     progress=None,
     channels=None,
+    compile=None,
 ):
     """Segment cells in one image (or a list of images of any sizes).
 
@@ -122,6 +123,16 @@ def predict_instances(
             identical channels, e.g. grey saved as RGB, feed a 1-channel model), ``"grey"``
             (their mean, for a 1-channel model) or a list of channel indices (e.g. ``[1]`` for
             the green channel, ``[0, 0, 0]`` to repeat a grey image for a 3-channel model).
+        compile: how the network runs: ``None`` the backend's default (``jax.jit`` on JAX,
+            eager on PyTorch), ``True`` compiled (``torch.compile`` on PyTorch, with static
+            shapes: its first call per size bucket takes long, see ``docs/performance.md``;
+            worth it for a folder of images), ``False`` eager. Each image (or tile) is zero
+            padded to a size bucket (``lacss_core._network.bucket_side``: the next multiple of
+            32 up to 512 pixels, then 8 sides per octave, at most 12.5% more pixels per side), so
+            a folder of differently sized images compiles once per bucket, not once per image.
+            Up to 512 pixels per side the labels are those of the unpadded image; above, the
+            extra zero border is context the network sees near the bottom/right edge (see
+            ``docs/performance.md``).
     Returns:
         ``(label, details)``. ``label``: ``(H, W)`` int32, 0 = background, cells ``1..n``
         numbered by descending score. ``details``: dict of NumPy arrays, row ``i`` for label
@@ -154,6 +165,7 @@ def predict_instances(
         max_output=max_output,
         progress=progress,
         channels=channels,
+        compile=compile,
     )
     if isinstance(image, (list, tuple)) or (isinstance(image, np.ndarray) and image.ndim == 4):
         results = [
@@ -191,9 +203,9 @@ def _predict_one(model, image, name, *, scale, diameter, **options):
 
 def _predict_scaled(model, image, name, *, min_score, nms_distance, segmentation_threshold,
                     min_area, scale, normalize, clean_masks, tile_size, tile_overlap,
-                    max_output, progress, channels):  # fmt: skip
+                    max_output, progress, channels, compile):  # fmt: skip
     """``predict_instances`` of one image at a known scale."""
-    network = Network.of(model)
+    network = Network.of(model, _compile_options(compile))
     settings = _resolve_settings(
         network, min_score, nms_distance, segmentation_threshold, max_output
     )
@@ -286,6 +298,15 @@ def _resolve_settings(network, min_score, nms_distance, threshold, max_output=No
     )
 
 
+def _compile_options(compile):
+    """The backend seam's ``CompileOptions`` for ``predict_instances(compile=...)``."""
+    from lacss_core._backend import CompileOptions
+
+    if compile not in (None, True, False):
+        raise ValueError(f"compile must be None, True or False, got {compile!r}")
+    return CompileOptions(enabled=compile)
+
+
 def _check_min_area(min_area) -> int:
     if not _validation.is_number(min_area) or min_area < 0 or min_area != int(min_area):
         raise ValueError(f"min_area must be an int >= 0, got {min_area!r}")
@@ -307,6 +328,7 @@ def check_options(
     tile_overlap=None,
     max_output=None,
     channels=None,
+    compile=None,
 ) -> None:
     """Check :func:`predict_instances` options against ``model`` without an image, so a batch
     tool can refuse bad options once, before any work. Raises what ``predict_instances`` would."""
@@ -322,6 +344,7 @@ def check_options(
     _check_clean_masks(clean_masks)
     _tiling((1, 1), tile_size, tile_overlap, network, settings)
     _check_channels_option(channels, network.channels)
+    _compile_options(compile)
 
 
 def _is_nested_number_list(items) -> bool:

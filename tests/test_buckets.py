@@ -97,3 +97,14 @@ def test_a_folder_of_sizes_in_one_bucket_compiles_once(make, tiny):
         for image in images:
             unpadded.run(image[..., None], Settings(0.5, 3.0, 0.5, 64, 4096), render=True)
         assert unpadded.traces["propose"] == len(shapes)
+
+
+def test_the_compile_option_is_checked_and_eager_gives_the_default_labels():
+    model = MarkerModel()
+    image = marker_image((60, 70), [(10, 10, 0.9), (30, 40, 0.8)])
+    with pytest.raises(ValueError, match="compile must be None, True or False"):
+        predict_instances(model, image, normalize=None, compile="yes")
+    default, _ = predict_instances(model, image, normalize=None, tile_size=256)
+    eager, _ = predict_instances(model, image, normalize=None, tile_size=256, compile=False)
+    np.testing.assert_array_equal(eager, default)
+    assert default.max() == 2
