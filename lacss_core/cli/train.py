@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 from lacss_core.cli._common import add_progress_options
@@ -260,6 +261,33 @@ def _check_writable(folder: Path, option: str) -> None:
         raise ValueError(f"{option}: cannot write into {folder}: {e.strerror or e}") from e
 
 
+class CollapseWarning(UserWarning):
+    """Weak training ended with a model that segments (almost) none of its training cells."""
+
+
+def warn_if_collapsed(model, samples, *, images: int = 4, fraction: float = 0.1) -> int:
+    """Warn (``CollapseWarning``) when ``model`` finds fewer than ``fraction`` of the points of
+    its first ``images`` training samples: weakly supervised training from scratch can settle on
+    empty masks for some seeds (docs/results.md, "Weak training: seed spread"), and the model it
+    writes then finds nothing, silently. ``samples``: ``Sample`` objects with ``locations``
+    ``(n, 2)``. Returns the number of cells found."""
+    from lacss_core.predict import predict_instances
+
+    chosen = [s for s in samples if s.locations is not None and len(s.locations)][:images]
+    points = sum(len(s.locations) for s in chosen)
+    found = sum(int(predict_instances(model, s.image, progress=False)[0].max()) for s in chosen)
+    if points and found < fraction * points:
+        warnings.warn(
+            f"the trained model finds {found} cells on {len(chosen)} of its training images, "
+            f"which hold {points} points: weak training collapsed to empty masks (it happens "
+            "for some seeds from scratch, docs/results.md). Train again with another --seed, "
+            "--auxnet, or from a model trained on labels (--init).",
+            CollapseWarning,
+            stacklevel=2,
+        )
+    return found
+
+
 def run_train(args) -> int:
     """``lacss train``: train, write the model and its training curve; exit code."""
     import keras
@@ -314,6 +342,8 @@ def run_train(args) -> int:
     )
     save_model(model, args.output)
     plot_history(history, f"{stem}_training_curve.png")
+    if args.weak:
+        warn_if_collapsed(model, sizes.rescale(samples))
     best = Path(checkpoint_dir) / BEST_FILE
     if not args.quiet:
         print(
