@@ -68,7 +68,7 @@ def _cells(n: int, seed: int, args) -> SyntheticCells:
 
 
 def held_out_scores(model, samples) -> dict[str, float]:
-    """AP50, AP75 and F1 (IoU 0.5) of ``model`` on labelled ``samples``, images pooled."""
+    """AP50, AP75, mAP and F1 (IoU 0.5) of ``model`` on labelled ``samples``, images pooled."""
     preds, gts, scores = [], [], []
     for sample in samples:
         label, details = predict_instances(model, sample.image)
@@ -76,7 +76,7 @@ def held_out_scores(model, samples) -> dict[str, float]:
         gts.append(sample.label)
         scores.append(details["scores"])
     ap = coco_mask_ap(preds, gts, scores)
-    return {"ap50": ap.ap50, "ap75": ap.ap75, "f1": object_accuracy(preds, gts).f1}
+    return {"ap50": ap.ap50, "ap75": ap.ap75, "map": ap.map, "f1": object_accuracy(preds, gts).f1}
 
 
 def race(supervision: str, args) -> dict:

@@ -40,14 +40,13 @@ import time
 
 import keras
 import numpy as np
+from train_race import held_out_scores  # benchmarks/ is on sys.path when run as a script
 
 from lacss_core._atomic import atomic_open
 from lacss_core.cli.train import weak_from_scratch
 from lacss_core.data import LacssDataset, SyntheticCells
 from lacss_core.data.sizes import choose_training_sizes, measure_samples
-from lacss_core.metrics import coco_mask_ap, object_accuracy
 from lacss_core.models import Lacss
-from lacss_core.predict import predict_instances
 from lacss_core.train import train, weak_learning_rate
 
 VARIANTS = {
@@ -78,20 +77,8 @@ def _cells(n: int, seed: int, args) -> SyntheticCells:
 
 
 def scores(model, samples) -> dict[str, float]:
-    """AP50, AP75, mAP and F1 (IoU 0.5) of ``model`` on labelled ``samples``, images pooled."""
-    preds, gts, confidences = [], [], []
-    for sample in samples:
-        label, details = predict_instances(model, sample.image)
-        preds.append(label)
-        gts.append(sample.label)
-        confidences.append(details["scores"])
-    ap = coco_mask_ap(preds, gts, confidences)
-    return {
-        "ap50": round(float(ap.ap50), 4),
-        "ap75": round(float(ap.ap75), 4),
-        "map": round(float(ap.map), 4),
-        "f1": round(float(object_accuracy(preds, gts).f1), 4),
-    }
+    """``train_race.held_out_scores`` (AP50, AP75, mAP, F1), rounded for the JSON record."""
+    return {k: round(float(v), 4) for k, v in held_out_scores(model, samples).items()}
 
 
 def one_seed(seed: int, args) -> dict:
