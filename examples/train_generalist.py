@@ -52,6 +52,7 @@ from lacss_core.data import LacssDataset, RealisticCells
 from lacss_core.data.realistic import MODALITIES
 from lacss_core.metrics import coco_mask_ap, object_accuracy
 from lacss_core.models import Lacss
+from lacss_core.models.presets import preset_config
 from lacss_core.predict import model_channels, predict_instances
 from lacss_core.train import BEST_FILE, evaluate_ap, load_state, plot_history, train
 
@@ -377,6 +378,16 @@ def save_model(model, out: Path, name: str) -> Path:
     return weights
 
 
+def shipped_config(model, preset: str) -> dict:
+    """What ``Lacss.from_preset(preset, weights=name)`` must apply on top of the preset: the
+    prediction settings (calibrated thresholds, train diameter, normalisation) and every
+    architecture key the run changed (``--set``, e.g. ``lpn_level``), so the weights load into
+    the model they were trained in."""
+    config, base = model.get_config(), preset_config(preset)
+    changed = {k: config[k] for k in base if config.get(k) != base[k]}
+    return {**changed, **{k: config[k] for k in Lacss.PREDICTION_SETTINGS}}
+
+
 def install(args, model, weights: Path, metrics: dict, steps: int) -> None:
     """Copy the weights into the package and record them in ``models.json``."""
     channels = int(model_channels(model))
@@ -391,7 +402,7 @@ def install(args, model, weights: Path, metrics: dict, steps: int) -> None:
         "channels": channels,
         # what from_preset applies: the prediction settings (calibrated thresholds, train
         # diameter, normalisation) stored with the weights
-        "config": {k: model.get_config()[k] for k in Lacss.PREDICTION_SETTINGS},
+        "config": shipped_config(model, args.preset),
         "image_normalization": model.image_normalization,
         "train_diameter": model.train_diameter,
         "diameter_range": list(args.diameter),
