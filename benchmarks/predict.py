@@ -55,9 +55,14 @@ def time_preset(name: str, runs: int) -> dict:
     import keras
 
     from lacss_core import _backend
-    from lacss_core._network import Network
+    from lacss_core._network import Network, _slot_count
     from lacss_core.models import Lacss
-    from lacss_core.predict import _resolve_settings, predict_instances
+    from lacss_core.predict import (
+        _normalization,
+        _prepare_image,
+        _resolve_settings,
+        predict_instances,
+    )
 
     keras.utils.set_random_seed(0)
     model = Lacss.from_preset(name, max_output=CAPACITY, min_score=0.0)
@@ -65,7 +70,10 @@ def time_preset(name: str, runs: int) -> dict:
     image = np.random.default_rng(0).integers(0, 4096, (SIZE, SIZE), dtype=np.uint16)
     backend = _backend.current()
     network = Network.of(model)
-    images, size = network._padded((image / 4095.0).astype(np.float32)[..., None])
+    # the image predict_instances gives the network (normalised as the model normalises), so
+    # both run the same proposals on the same slot count
+    pixels = _prepare_image(image[..., None], 1, _normalization(model, "model"))
+    images, size = network._padded(pixels)
     # Greedy NMS keeps a prefix of its min_score=0 output for any higher min_score, so the
     # INSTANCES-th score is the threshold that keeps INSTANCES proposals.
     propose = network._stage("propose", _resolve_settings(network, 0.0, None, 0.5))
@@ -82,7 +90,7 @@ def time_preset(name: str, runs: int) -> dict:
     def network_only():
         locations, scores, shared, _ = network._stage("propose", settings)(images, size)
         count = int(keras.ops.convert_to_numpy(keras.ops.sum(locations[0, :, 0] >= 0)))
-        slots = min(settings.max_output, max(16, 1 << max(0, count - 1).bit_length()))
+        slots = _slot_count(settings, count, network._compiles)
         masks = network._stage("masks", settings, (SIZE, SIZE))
         backend.block_until_ready(masks(shared, locations[:, :slots], scores[:, :slots]))
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# The per-instance layers run on at least this many slots (few distinct compiled shapes).
+# The per-instance layers run on at least this many slots, and on a multiple of it when the
+# stages run eagerly (few distinct compiled shapes when they compile: powers of two then).
 MIN_SLOTS = 16
 # Bucket sides are multiples of this (lacss_core.models.lacss.PAD_MULTIPLE, SPEC 1), and of
 # 2**(k - 4) for sides in (2**(k-1), 2**k]: 8 sides per octave above 256.
@@ -81,6 +82,7 @@ class Network:
     """
 
     def __init__(self, model, compile_options=None, *, buckets=True):
+        from lacss_core import _backend
         from lacss_core._backend import CompileOptions
 
         self._model = weakref.ref(model)  # weak: this adapter is cached per model in NETWORKS
@@ -90,6 +92,8 @@ class Network:
         self.buckets = bool(buckets)
         self.traces = collections.Counter()
         self._compiled = {}
+        # eager stages pay per slot, compiled ones per slot count (see _slot_count)
+        self._compiles = _backend.current().compiles(self.compile_options)
 
     @classmethod
     def of(cls, model, compile_options=None) -> Network:
@@ -139,7 +143,7 @@ class Network:
         images, size = self._padded(image)
         locations, scores, shared, active = self._stage("propose", settings)(images, size)
         valid_count = int(keras.ops.convert_to_numpy(keras.ops.sum(locations[0, :, 0] >= 0)))
-        slots = _slot_count(settings, valid_count)
+        slots = _slot_count(settings, valid_count, self._compiles)
         stage = self._stage("render" if render else "masks", settings, tuple(images.shape[1:3]))
         outputs = stage(shared, locations[:, :slots], scores[:, :slots])
         result = {key: keras.ops.convert_to_numpy(value)[0] for key, value in outputs.items()}
@@ -172,7 +176,7 @@ class Network:
         for settings in settings_list:
             locations, scores, active = self._stage("nms", settings)(candidates, candidate_scores)
             valid_count = int(keras.ops.convert_to_numpy(keras.ops.sum(locations[0, :, 0] >= 0)))
-            slots = _slot_count(settings, valid_count)
+            slots = _slot_count(settings, valid_count, self._compiles)
             stage = self._stage("patches", settings)
             outputs = stage(shared, locations[:, :slots], scores[:, :slots])
             result = {key: keras.ops.convert_to_numpy(value)[0] for key, value in outputs.items()}
@@ -320,9 +324,16 @@ class Network:
         }
 
 
-def _slot_count(settings: Settings, valid_count: int) -> int:
-    """Slots the per-instance layers run on: a power of two covering the valid proposals."""
-    return min(settings.max_output, max(MIN_SLOTS, 1 << max(0, valid_count - 1).bit_length()))
+def _slot_count(settings: Settings, valid_count: int, compiled: bool = True) -> int:
+    """Slots the per-instance layers run on, covering the valid proposals: a power of two when
+    the stages compile (one program per slot count, so few counts), else the next multiple of
+    ``MIN_SLOTS`` (eager torch pays per slot, not per shape: 263 proposals run 272 slots, not
+    512, which cost the instance branch 2x)."""
+    if compiled:
+        slots = 1 << max(0, valid_count - 1).bit_length()
+    else:
+        slots = -(-valid_count // MIN_SLOTS) * MIN_SLOTS
+    return min(settings.max_output, max(MIN_SLOTS, slots))
 
 
 # model -> {CompileOptions: its Network}; weak, so the compiled functions go when the model does.

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from test_predict import MarkerModel, marker_image
 
-from lacss_core._network import Network, Settings, bucket_shape, bucket_side
+import dataclasses
+
+from lacss_core._network import Network, Settings, _slot_count, bucket_shape, bucket_side
 from lacss_core.predict import predict_instances
 
 # Sides that are not bucket sides (nor multiples of 32), small enough for the tiny preset.
@@ -58,6 +60,36 @@ def test_bucketed_run_equals_the_unpadded_run_on_the_tiny_model(tiny, shape):
         assert got.keys() == want.keys()
         for key in want:
             np.testing.assert_array_equal(got[key], want[key], err_msg=f"{shape} {key}")
+
+
+def test_slots_are_powers_of_two_when_compiled_and_multiples_of_16_when_eager():
+    settings = Settings(0.0, 4.0, 0.5, max_output=1024, pre_nms_topk=4096)
+    assert [_slot_count(settings, n, compiled=True) for n in (0, 1, 17, 263, 1000)] == [
+        16, 16, 32, 512, 1024,
+    ]  # fmt: skip
+    assert [_slot_count(settings, n, compiled=False) for n in (0, 1, 17, 263, 1000)] == [
+        16, 16, 32, 272, 1008,
+    ]  # fmt: skip
+    small = dataclasses.replace(settings, max_output=100)
+    assert _slot_count(small, 100, compiled=True) == _slot_count(small, 100, compiled=False) == 100
+
+
+def test_the_slot_count_does_not_change_the_result(tiny):
+    image = np.random.default_rng(1).uniform(size=(100, 130, 1)).astype(np.float32)
+    network = Network(tiny)
+    scores = network.run(image, _settings(tiny), render=False)["scores"]
+    # 40 proposals: 64 slots when compiled, 48 when eager
+    settings = dataclasses.replace(_settings(tiny), min_score=float(np.sort(scores)[::-1][39]))
+    runs = {}
+    for compiled in (True, False):
+        network._compiles = compiled
+        runs[compiled] = network.run(image, settings, render=True)
+    assert [len(run["scores"]) for run in runs.values()] == [64, 48]
+    valid = runs[True]["scores"] >= 0
+    assert valid.sum() == 40 and not valid[40:].any()
+    np.testing.assert_array_equal(runs[True]["ranks"], runs[False]["ranks"])
+    for key in ("locations", "scores"):
+        np.testing.assert_array_equal(runs[True][key][:48], runs[False][key], err_msg=key)
 
 
 def test_no_proposal_outside_the_image():
