@@ -5,12 +5,12 @@ Runs on the active backend; every test runs on both (the compile count is JAX's:
 compiles nothing, and ``torch.compile`` is tested in ``test_compiled_predict.py``).
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 from test_predict import MarkerModel, marker_image
-
-import dataclasses
 
 from lacss_core._network import Network, Settings, _slot_count, bucket_shape, bucket_side
 from lacss_core.predict import predict_instances
