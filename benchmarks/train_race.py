@@ -96,7 +96,7 @@ def race(supervision: str, args) -> dict:
     )
     overrides = {"crop_size": sizes.crop_size}
     if supervision == "weak":
-        overrides.update(weak_from_scratch(sizes.crop_size))
+        overrides.update(weak_from_scratch(sizes.crop_size, sizes.train_diameter))
     model = Lacss.from_preset(args.preset, **overrides)
     budget = WallClockBudget(args.budget)
     start = time.perf_counter()

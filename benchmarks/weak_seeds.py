@@ -98,7 +98,12 @@ def one_seed(seed: int, args) -> dict:
         seed=seed,
     )
     overrides = {"crop_size": sizes.crop_size, "use_auxnet": variant["auxnet"]}
-    model = Lacss.from_preset(args.preset, **overrides, **weak_from_scratch(sizes.crop_size))
+    weak = weak_from_scratch(sizes.crop_size, sizes.train_diameter)
+    if args.head_bias_init is not None:
+        weak["segmentor_head_bias_init"] = args.head_bias_init
+    if args.centre_prior_sigma is not None:
+        weak["centre_prior_sigma"] = args.centre_prior_sigma
+    model = Lacss.from_preset(args.preset, **overrides, **weak)
     rate = weak_learning_rate(args.learning_rate, args.steps, schedule=variant["schedule"])
     timer = StepTimes()
     start = time.perf_counter()
@@ -121,6 +126,7 @@ def one_seed(seed: int, args) -> dict:
         "train_s": round(trained, 1),
         "median_step_s": round(statistics.median(timer.times), 4),
         "sizes": {"crop_size": sizes.crop_size, "size": sizes.size},
+        "weak_options": weak,
         "last_losses": {k: round(v, 4) for k, v in tail.items()},
         **scores(model, _cells(args.test_images, 1000, args)),
     }
@@ -155,6 +161,14 @@ def main(argv=None) -> int:
     p.add_argument("--cells", type=int, default=10, help="cells placed per synthetic image")
     p.add_argument("--rmin", type=float, default=5.0, help="smallest mean cell radius, px")
     p.add_argument("--rmax", type=float, default=8.0, help="largest mean cell radius, px")
+    p.add_argument(
+        "--head-bias-init",
+        type=float,
+        help="segmentor_head_bias_init (default: weak_from_scratch's)",
+    )
+    p.add_argument(
+        "--centre-prior-sigma", type=float, help="px (default: weak_from_scratch's, from the cells)"
+    )
     p.add_argument("--json", help="also write the runs and the summary to this JSON file")
     args = p.parse_args(argv)
     machine = {

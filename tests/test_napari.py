@@ -19,6 +19,7 @@ import tifffile  # noqa: E402
 
 from lacss_core import export, pretrained  # noqa: E402
 from lacss_core.data import realistic_cells, synthetic_cells  # noqa: E402
+from lacss_core.data.sizes import measure_points_and_mask  # noqa: E402
 from lacss_core.models import Lacss  # noqa: E402
 from lacss_core.napari import _layers, _models  # noqa: E402
 from lacss_core.napari._reader import napari_get_reader  # noqa: E402
@@ -320,8 +321,10 @@ def test_train_from_points_writes_a_model_and_segments(viewer, qtbot, cells, tmp
         widget.controls.status.value
     )
     model = keras.saving.load_model(output)
-    # as lacss train --weak from scratch: 3 px at crop 24, lacss_tiny's crop is 32
-    assert model.get_config()["centre_prior_sigma"] == 4.0
+    # as lacss train --weak from scratch: the prior sized to the cells the layers mark
+    points, mask = _layers_centroids(cells[1]), cells[1] > 0
+    diameter = float(np.median(measure_points_and_mask(points, mask)[0]))
+    assert model.get_config()["centre_prior_sigma"] == round(3.0 * diameter / 12.4, 2)
     assert "img cells" in viewer.layers and "img locations" in viewer.layers
     assert segment.model.value == _models.ModelSource("file", str(output.resolve()))
 

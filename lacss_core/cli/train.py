@@ -144,22 +144,34 @@ def _add_checkpoint_options(p) -> None:
 
 
 # Opt-in segmentor settings that let weakly supervised training from random weights learn, as
-# measured: lacss_tiny at crop WEAK_REFERENCE_CROP (docs/results.md). weak_from_scratch() scales
-# the centre prior's sigma (a length) with the crop; the bias and the prior's peak are logits.
-WEAK_FROM_SCRATCH = {"segmentor_head_bias_init": -4.0, "centre_prior_sigma": 3.0}
+# measured: lacss_tiny at crop WEAK_REFERENCE_CROP on cells of median diameter
+# WEAK_REFERENCE_DIAMETER (docs/results.md). weak_from_scratch() scales the centre prior's sigma
+# (a length) with the cells; the bias and the prior's peak are logits. Bias -6, not the -4 first
+# measured: at -4 the background pixels' pull on the head (G(1 - G) = 0.018 each) rivals the
+# cells' push and 2 runs in 3 collapsed to empty masks; at -6 (0.0025) 8 of 8 learned.
+WEAK_FROM_SCRATCH = {"segmentor_head_bias_init": -6.0, "centre_prior_sigma": 3.0}
 WEAK_REFERENCE_CROP = 24
+WEAK_REFERENCE_DIAMETER = 12.4  # SyntheticCells radius 5-8 px: equivalent diameter, median
 
 
-def weak_from_scratch(crop_size: int) -> dict:
+def weak_from_scratch(crop_size: int, diameter: float | None = None) -> dict:
     """The ``Lacss`` options of ``lacss train --weak`` for a new model with ``crop_size``.
 
-    ``centre_prior_sigma = 3 * crop_size / 24`` px: the crop is sized to the cells, and the prior
-    is a cell-sized blob (with peak logit 12 it stays above logit 1 out to 2.2 sigma, 6.7 px at
-    sigma 3, the radius of the cells it was measured on), so it scales with the crop. At crop 96
-    this gives 12 px; the original LACSS code uses 10 px there (docs/results.md).
+    The centre prior stands for a cell-sized blob: with peak logit 12 it stays above logit 1 out
+    to 2.2 sigma, 6.7 px at sigma 3, the radius of the cells it was measured on. With the cells'
+    median ``diameter`` (px, as measured from the training data), ``sigma = 3 * diameter /
+    12.4``; without it, the crop stands in for the cell size: ``sigma = 3 * crop_size / 24``
+    (12 px at crop 96, where the original LACSS code uses 10). The crop is sized to the largest
+    cells, so it overstates the typical one: at crop 32 on the reference cells it gives 4 px,
+    where the diameter gives 3 (docs/results.md, "Weak training: seed spread").
     """
-    sigma = WEAK_FROM_SCRATCH["centre_prior_sigma"] * crop_size / WEAK_REFERENCE_CROP
-    return {**WEAK_FROM_SCRATCH, "centre_prior_sigma": sigma}
+    if diameter is not None:
+        if not diameter > 0:
+            raise ValueError(f"diameter must be a number of pixels > 0, got {diameter!r}")
+        sigma = WEAK_FROM_SCRATCH["centre_prior_sigma"] * diameter / WEAK_REFERENCE_DIAMETER
+    else:
+        sigma = WEAK_FROM_SCRATCH["centre_prior_sigma"] * crop_size / WEAK_REFERENCE_CROP
+    return {**WEAK_FROM_SCRATCH, "centre_prior_sigma": round(sigma, 2)}
 
 
 def preset_crop_size(preset: str) -> int:
@@ -194,7 +206,7 @@ def _training_model(args, samples):
     if init is None:
         overrides = {"use_auxnet": bool(args.weak and args.auxnet), "crop_size": sizes.crop_size}
         if args.weak:  # from scratch, the SPEC head collapses under L_WS (docs/results.md)
-            overrides.update(weak_from_scratch(sizes.crop_size))
+            overrides.update(weak_from_scratch(sizes.crop_size, sizes.train_diameter))
         init = Lacss.from_preset(args.preset, **overrides)
     # for prediction's diameter option, also from points; rescaled data set it anew, also for
     # an --init model (its images now have cells of that diameter)

@@ -37,7 +37,9 @@ class Segmentor(keras.layers.Layer):
       pixel at ``sigmoid(-4) = 0.018``, where the overlap term is negligible and the mask term
       raises foreground and lowers background, instead of at 0.5, where the overlap term
       dominates and pushes all patches down together (the prior-probability initialisation of
-      focal-loss detectors). Default 0 (Keras' zeros).
+      focal-loss detectors). Default 0 (Keras' zeros). ``lacss train --weak`` uses ``-6``:
+      with ``-4`` the background pixels of every patch still pull the shared head down about as
+      hard as the cells push it up, and some runs collapse (docs/results.md, seed spread).
     - ``centre_prior_sigma`` (pixels, ``> 0``) and ``centre_prior_scale`` (a logit): a fixed
       Gaussian ``scale * exp(-d^2 / (2 sigma^2))`` added to the logits at training and inference,
       ``d`` the distance of the patch pixel from the instance location, so each instance starts

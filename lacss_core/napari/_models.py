@@ -126,14 +126,15 @@ def load_for_prediction(source: ModelSource):
         return _cache[key]
 
 
-def load_for_training(source: ModelSource, *, weak: bool):
+def load_for_training(source: ModelSource, *, weak: bool, diameter: float | None = None):
     """A fresh model to train: a new preset (for ``weak`` training from scratch with the head
-    bias and centre prior of ``lacss train --weak``) or a copy loaded from its file."""
+    bias and centre prior of ``lacss train --weak``, the prior sized to the cells' median
+    ``diameter`` in pixels when it is known) or a copy loaded from its file."""
     if source.kind == PRESET:
         from lacss_core.cli.train import preset_crop_size, weak_from_scratch
         from lacss_core.models import Lacss
 
-        options = weak_from_scratch(preset_crop_size(source.name)) if weak else {}
+        options = weak_from_scratch(preset_crop_size(source.name), diameter) if weak else {}
         return Lacss.from_preset(source.name, **options)
     return _load(source)
 

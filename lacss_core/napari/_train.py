@@ -233,7 +233,8 @@ def train_and_segment(job, source, weak, samples, validation, settings, output, 
     steps, channels = settings["steps"], settings["channels"]
     job.progress(0, steps, f"preparing {source.describe()}...")
     keras.utils.set_random_seed(0)  # the same inputs train the same model (new weights, dropout)
-    model = _models.load_for_training(source, weak=weak)
+    diameter = median_diameter(samples) if weak else None
+    model = _models.load_for_training(source, weak=weak, diameter=diameter)
     model_inputs = model_channels(model)  # None for a new model: it takes the images' count
     samples = [s.replace(image=select_channels(s.image, model_inputs, channels)) for s in samples]
     validation = [
@@ -319,6 +320,15 @@ def instance_capacity(samples) -> int:
         for s in samples
     ]
     return max(16, 1 << (max(counts) - 1).bit_length())
+
+
+def median_diameter(samples) -> float | None:
+    """The median cell diameter of ``samples`` in pixels (``lacss_core.data.sizes``, from the
+    points and mask of weak samples), or None when they mark no cell."""
+    from lacss_core.data.sizes import measure_samples
+
+    diameters = measure_samples(samples).diameters
+    return float(np.median(diameters)) if diameters.size else None
 
 
 def training_crop(samples, crop: int) -> int:
