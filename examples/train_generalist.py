@@ -37,6 +37,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -415,7 +416,8 @@ def install(args, model, weights: Path, metrics: dict, steps: int) -> None:
             "max_instances": args.max_instances,
             "learning_rate": args.learning_rate,
             "seed": args.seed,
-            "command": "python examples/train_generalist.py " + " ".join(sys.argv[1:]),
+            # quoted, so the recorded command reruns as it ran (--status takes a sentence)
+            "command": shlex.join(["python", "examples/train_generalist.py", *sys.argv[1:]]),
         },
         "heldout_metrics": {m: {k: round(v, 4) for k, v in r.items()} for m, r in metrics.items()},
         "status": args.status,
