@@ -56,7 +56,11 @@ def test_train_writes_model_curve_and_checkpoints(tmp_path, weak, capsys):
     assert (tmp_path / "cells_checkpoints" / "state.json").is_file()
     assert f"wrote {out}" in capsys.readouterr().out
     config = keras.saving.load_model(out).get_config()
-    assert config["centre_prior_sigma"] == (2.0 if weak else None)  # 3 px at crop 24; crop 16
+    if weak:  # the prior sized to the measured cells: 3 px per 12.4 px of median diameter
+        want = 3.0 * config["train_diameter"] / 12.4
+        assert config["centre_prior_sigma"] == pytest.approx(want, abs=0.011)
+    else:
+        assert config["centre_prior_sigma"] is None
 
 
 def test_train_explains_bad_input(tmp_path, capsys):
