@@ -58,8 +58,8 @@ from lacss_core.predict import model_channels, predict_instances
 from lacss_core.train import BEST_FILE, evaluate_ap, load_state, plot_history, train
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "lacss_core" / "pretrained"
-# Seeds: training uses (seed, i), validation seed + 1000, tests seed + 2000 + modality, the
-# BatchNorm recalibration seed + 3000, the threshold calibration seed + 4000.
+# Seeds: training uses (seed, i) (or --training-seed), validation seed + 1000, tests seed +
+# 2000 + modality, the BatchNorm recalibration seed + 3000, the threshold calibration seed + 4000.
 VALIDATION_OFFSET, TEST_OFFSET, CALIBRATION_OFFSET, THRESHOLD_OFFSET = 1000, 2000, 3000, 4000
 
 
@@ -100,6 +100,12 @@ def parse_args(argv=None):
         help="batches for recalibrating BatchNorm statistics before evaluation (0: off)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--training-seed",
+        type=int,
+        help="seed of the training images and their augmentation (default: --seed); a run that "
+        "continues another can draw fresh images while its validation and test sets stay the same",
+    )
     p.add_argument("--init", help="a .keras model to start from (fine-tuning) instead of random")
     p.add_argument(
         "--set",
@@ -116,7 +122,24 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.mix = _parse_mix(p, args.modalities)
     args.set = _parse_overrides(p, args.set)
+    args.training_seed = _training_seed(p, args)
     return args
+
+
+def _training_seed(parser, args) -> int:
+    """``--training-seed`` (or ``--seed``), refused when it is the seed of a held-out set."""
+    if args.training_seed is None:
+        return args.seed
+    held_out = {
+        args.seed + VALIDATION_OFFSET: "validation",
+        args.seed + CALIBRATION_OFFSET: "BatchNorm recalibration",
+        args.seed + THRESHOLD_OFFSET: "threshold calibration",
+        **{args.seed + TEST_OFFSET + k: f"{m} test" for k, m in enumerate(MODALITIES)},
+    }
+    if args.training_seed < 0 or args.training_seed in held_out:
+        what = held_out.get(args.training_seed, "a negative seed")
+        parser.error(f"--training-seed {args.training_seed} is the {what} set's seed; pick another")
+    return args.training_seed
 
 
 def _parse_mix(parser, items) -> dict[str, float]:
@@ -140,8 +163,9 @@ def data_config(args) -> dict:
 
 def training_data(args) -> LacssDataset:
     stream = RealisticCells(
-        args.steps * args.batch_size, seed=args.seed, modality=args.mix, **data_config(args)
-    )
+        args.steps * args.batch_size, seed=args.training_seed, modality=args.mix,
+        **data_config(args),
+    )  # fmt: skip
     return LacssDataset(
         stream,
         batch_size=args.batch_size,
@@ -149,7 +173,7 @@ def training_data(args) -> LacssDataset:
         supervision="full",
         size=(args.size, args.size),
         augment=True,
-        seed=args.seed,
+        seed=args.training_seed,
     )
 
 
@@ -416,6 +440,7 @@ def install(args, model, weights: Path, metrics: dict, steps: int) -> None:
             "max_instances": args.max_instances,
             "learning_rate": args.learning_rate,
             "seed": args.seed,
+            "training_seed": args.training_seed,
             # quoted, so the recorded command reruns as it ran (--status takes a sentence)
             "command": shlex.join(["python", "examples/train_generalist.py", *sys.argv[1:]]),
         },

@@ -1,0 +1,42 @@
+"""``examples/train_generalist.py``'s ``--training-seed``: fresh training images for a run that
+continues another, never the seed of a held-out set."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_generalist.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("train_generalist", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_seed_defaults_to_the_seed(script):
+    args = script.parse_args(["--out", "x", "--seed", "3"])
+    assert args.training_seed == 3
+    assert script.training_data(args).samples.seed == 3
+
+
+def test_training_seed_draws_other_images_and_keeps_the_held_out_sets(script):
+    args = script.parse_args(["--out", "x", "--training-seed", "7"])
+    assert script.training_data(args).samples.seed == 7
+    assert script.validation_data(args).seed == script.VALIDATION_OFFSET
+    assert {s.seed for s in script.test_sets(args).values()} == {
+        script.TEST_OFFSET + k for k in range(len(script.MODALITIES))
+    }
+
+
+@pytest.mark.parametrize("offset", ["VALIDATION_OFFSET", "TEST_OFFSET", "THRESHOLD_OFFSET"])
+def test_training_seed_of_a_held_out_set_is_refused(script, offset, capsys):
+    seed = getattr(script, offset)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--out", "x", "--training-seed", str(seed)])
+    assert f"--training-seed {seed} is the" in capsys.readouterr().err
