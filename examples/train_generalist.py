@@ -136,8 +136,10 @@ def _training_seed(parser, args) -> int:
         args.seed + THRESHOLD_OFFSET: "threshold calibration",
         **{args.seed + TEST_OFFSET + k: f"{m} test" for k, m in enumerate(MODALITIES)},
     }
-    if args.training_seed < 0 or args.training_seed in held_out:
-        what = held_out.get(args.training_seed, "a negative seed")
+    if args.training_seed < 0:
+        parser.error(f"--training-seed must be >= 0, got {args.training_seed}")
+    if args.training_seed in held_out:
+        what = held_out[args.training_seed]
         parser.error(f"--training-seed {args.training_seed} is the {what} set's seed; pick another")
     return args.training_seed
 

@@ -40,3 +40,9 @@ def test_training_seed_of_a_held_out_set_is_refused(script, offset, capsys):
     with pytest.raises(SystemExit):
         script.parse_args(["--out", "x", "--training-seed", str(seed)])
     assert f"--training-seed {seed} is the" in capsys.readouterr().err
+
+
+def test_negative_training_seed_is_refused(script, capsys):
+    with pytest.raises(SystemExit):
+        script.parse_args(["--out", "x", "--training-seed", "-1"])
+    assert "--training-seed must be >= 0, got -1" in capsys.readouterr().err
