@@ -29,6 +29,8 @@ import numpy as np
 # The per-instance layers run on at least this many slots, and on a multiple of it when the
 # stages run eagerly (few distinct compiled shapes when they compile: powers of two then).
 MIN_SLOTS = 16
+# The stages (methods ``_<name>``) that _stage compiles.
+STAGES = ("propose", "render", "masks", "dense", "nms", "patches")
 # Bucket sides are multiples of this (lacss_core.models.lacss.PAD_MULTIPLE, SPEC 1), and of
 # 2**(k - 4) for sides in (2**(k-1), 2**k]: 8 sides per octave above 256.
 BUCKET_ALIGN = 32
@@ -90,7 +92,8 @@ class Network:
         self.channels = model_channels(model)
         self.compile_options = CompileOptions() if compile_options is None else compile_options
         self.buckets = bool(buckets)
-        self.traces = collections.Counter()
+        # every stage name present from the start: torch.compile guards on the Counter's length
+        self.traces = collections.Counter(dict.fromkeys(STAGES, 0))
         self._compiled = {}
         # eager stages pay per slot, compiled ones per slot count (see _slot_count)
         self._compiles = _backend.current().compiles(self.compile_options)
@@ -251,21 +254,10 @@ class Network:
         return candidates, scores, dense["shared_features"]
 
     def _propose(self, images, size, *, settings, image_shape):
-        from keras import ops
-
-        from lacss_core import ops as lops
-
         candidates, candidate_scores, shared = self._inside(images, size)
-        locations, scores, _ = lops.nms(
-            candidates,
-            candidate_scores,
-            max_output=settings.max_output,
-            nms_distance=settings.nms_distance,
-            min_score=settings.min_score,
-            pre_nms_topk=settings.pre_nms_topk,
+        locations, scores, active = self._nms(
+            candidates, candidate_scores, settings=settings, image_shape=image_shape
         )
-        # candidates NMS would keep but for pre_nms_topk: more than pre_nms_topk means some were cut
-        active = ops.sum(ops.cast(candidate_scores[0] >= settings.min_score, "int32"))
         return locations, scores, shared, active
 
     def _dense(self, images, size, *, settings, image_shape):
@@ -274,9 +266,12 @@ class Network:
     def _nms(self, candidates, candidate_scores, *, settings, image_shape):
         from keras import ops
 
+        from lacss_core import _backend
         from lacss_core import ops as lops
 
-        locations, scores, _ = lops.nms(
+        # Eager inside torch.compile: its while_loop is data-dependent (see outside_compiler).
+        nms = _backend.current().outside_compiler(lops.nms)
+        locations, scores, _ = nms(
             candidates,
             candidate_scores,
             max_output=settings.max_output,
@@ -284,6 +279,7 @@ class Network:
             min_score=settings.min_score,
             pre_nms_topk=settings.pre_nms_topk,
         )
+        # candidates NMS would keep but for pre_nms_topk: more than pre_nms_topk means some were cut
         active = ops.sum(ops.cast(candidate_scores[0] >= settings.min_score, "int32"))
         return locations, scores, active
 

@@ -94,3 +94,77 @@ def test_no_grad_and_devices():
     assert BACKEND.device_kind() in ("cpu", "gpu", "tpu")
     assert BACKEND.process_index_and_count() == (0, 1)
     assert BACKEND.compile_mode in ("jit", "compile")
+
+
+def test_pad_zeros_is_keras_pad():
+    x = np.arange(2 * 3 * 4, dtype="float32").reshape(2, 3, 4)
+    widths = [[0, 0], [1, 2], [3, 0]]
+    for dtype in ("float32", "int32"):
+        got = BACKEND.pad_zeros(keras.ops.convert_to_tensor(x.astype(dtype)), widths)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), np.pad(x, widths))
+        assert keras.backend.standardize_dtype(got.dtype) == dtype
+
+
+def test_segment_max_is_keras_segment_max_with_empty_segments_at_minus_inf():
+    data = np.array([1.0, 5.0, -2.0, 3.0, 0.5], "float32")
+    ids = np.array([0, 0, 2, 2, 4], "int32")
+    got = BACKEND.segment_max(
+        keras.ops.convert_to_tensor(data), keras.ops.convert_to_tensor(ids), 5
+    )
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), [5, -np.inf, 3, -np.inf, 0.5])
+
+
+def test_outside_compiler_runs_eagerly_inside_a_compiled_function():
+    seen = []
+
+    def probe(x):
+        seen.append(_compiling())
+        return x + 1.0
+
+    def f(x):
+        return BACKEND.outside_compiler(probe)(x) * 2.0
+
+    x = keras.ops.convert_to_tensor(np.arange(3, dtype="float32"))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(BACKEND.compile(f, _backend.COMPILED)(x)), [2, 4, 6]
+    )
+    assert seen and not any(seen)
+
+
+def _compiling():
+    if BACKEND.name == "torch":
+        import torch
+
+        return torch.compiler.is_compiling()
+    return False  # jax.jit traces ``probe`` into the program: the seam changes nothing there
+
+
+@pytest.mark.skipif(BACKEND.name != "torch", reason="torch.compile's guards")
+@pytest.mark.skipif(not BACKEND.compile_available(), reason="torch.compile needs a C++ compiler")
+def test_compiled_keras_layers_and_pads_compile_once():
+    """Two ways a torch.compile'd Keras function compiled again on its second call: Keras
+    created its layer-call context only on the first layer call of the process (the seam now
+    makes it exist before compiling), and ``keras.ops.pad`` bumps a global name counter on
+    every call (``pad_zeros`` does not)."""
+    import torch
+    from keras.src.backend.common import global_state
+    from torch._dynamo.utils import counters
+
+    layer = keras.layers.Dense(2)
+    layer.build((None, 3))
+    # as in a fresh process: no layer called yet (other tests called some)
+    if hasattr(global_state.GLOBAL_STATE_TRACKER, "current_call_ctx"):
+        delattr(global_state.GLOBAL_STATE_TRACKER, "current_call_ctx")
+    torch._dynamo.reset()
+    counters.clear()
+
+    def f(x):
+        return BACKEND.pad_zeros(layer(x), [[1, 1], [0, 2]])
+
+    compiled = BACKEND.compile(f, _backend.COMPILED)
+    x = keras.ops.convert_to_tensor(np.ones((4, 3), "float32"))
+    for _ in range(3):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(compiled(x)), keras.ops.convert_to_numpy(f(x)), rtol=1e-6
+        )
+    assert counters["stats"]["unique_graphs"] == 1

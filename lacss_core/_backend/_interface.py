@@ -111,6 +111,26 @@ class Backend:
         """Wait until every tensor in ``tree`` is computed (asynchronous dispatch); return it."""
         return tree
 
+    def outside_compiler(self, function: Callable) -> Callable:
+        """``function``, run as it is when called from a compiled function. Here (``jax.jit``)
+        it is traced into the program like any other code."""
+        return function
+
+    # -------------------------------------------------------------- ops
+    def pad_zeros(self, x, widths):
+        """``x`` zero padded by ``widths``, one ``(before, after)`` pair of non-negative Python
+        ints per axis: ``keras.ops.pad``."""
+        from keras import ops
+
+        return ops.pad(x, widths)
+
+    def segment_max(self, data, segment_ids, num_segments: int):
+        """``(num_segments,)`` maxima of the 1-D ``data`` per ``segment_ids`` (int, in
+        ``[0, num_segments)``), ``-inf`` where a segment is empty: ``keras.ops.segment_max``."""
+        from keras import ops
+
+        return ops.segment_max(data, segment_ids, num_segments=num_segments)
+
     # -------------------------------------------------------------- layers
     def conv2d(self, inputs, kernel, bias, strides, data_format: str):
         """A "same"-padded 2-D convolution plus ``bias`` (or None): what ``keras.layers.Conv2D``

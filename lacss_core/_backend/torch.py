@@ -31,6 +31,7 @@ class Backend(_Base):
         """``torch.compile(function)`` with ``options``, or ``function`` when compiling is off."""
         if not self.compiles(options):
             return function
+        _create_keras_call_context()
         return torch.compile(
             function, dynamic=options.dynamic, mode=options.mode, fullgraph=options.fullgraph
         )
@@ -61,6 +62,32 @@ class Backend(_Base):
     def no_grad(self):
         """A context in which no autograd graph is recorded."""
         return torch.no_grad()
+
+    def outside_compiler(self, function):
+        """``torch.compiler.disable(function)``: dynamo runs it eagerly instead of tracing it.
+        For data-dependent loops (NMS): Keras' torch ``while_loop`` is a Python loop, so every
+        condition would break the graph and every new trip count compile again."""
+        return torch.compiler.disable(function)
+
+    def pad_zeros(self, x, widths):
+        """``torch.nn.functional.pad``. ``keras.ops.pad`` builds a named ``Pad`` operation on
+        every call, which bumps a global name counter that ``torch.compile`` guards on: every
+        call would compile again (``TORCH_LOGS=recompiles``: ``object_name_uids['pad']``)."""
+        from keras import ops
+
+        flat = [n for before, after in reversed(widths) for n in (before, after)]
+        return torch.nn.functional.pad(ops.convert_to_tensor(x), flat)
+
+    def segment_max(self, data, segment_ids, num_segments):
+        """One ``scatter_reduce(amax)`` on 1-D data. Keras' torch ``segment_max`` first widens
+        the ids with ``repeat_interleave`` by a tensor count, a dynamic-shape op that breaks
+        ``torch.compile``'s graph."""
+        from keras import ops
+
+        data = ops.convert_to_tensor(data)
+        ids = ops.convert_to_tensor(segment_ids).long()
+        empty = torch.full((num_segments,), -torch.inf, dtype=data.dtype, device=data.device)
+        return empty.scatter_reduce(0, ids, data, "amax")
 
     def conv2d(self, inputs, kernel, bias, strides, data_format):
         """Channels-first: ``F.conv2d`` with the bias inside the kernel call (no separate add)
@@ -141,3 +168,12 @@ def _same_padding(x, kernel_size, strides):
         return x, tuple(before for before, _ in pads)
     (top, bottom), (left, right) = pads
     return torch.nn.functional.pad(x, (left, right, top, bottom)), 0
+
+
+def _create_keras_call_context():
+    """Make Keras create its global layer-call context now, with one trivial eager layer call.
+    Keras creates it on the first layer call of the process; a function ``torch.compile`` traces
+    before that guards on its absence and compiles again on its next call."""
+    import keras
+
+    keras.layers.Identity()(torch.zeros(1))

@@ -64,7 +64,7 @@ class ChannelAttention(keras.layers.Layer):
     def call(self, x):
         """``x`` reweighted per channel; same shape as ``x``."""
         spatial = layout.spatial_axes(self.data_format)
-        pooled_max = ops.max(x, axis=spatial)
+        pooled_max = ops.amax(x, axis=spatial)  # ops.max breaks torch.compile's graph
         pooled_avg = ops.mean(x, axis=spatial)
         logits = self.excite(self.squeeze(pooled_max)) + self.excite(self.squeeze(pooled_avg))
         weights = ops.expand_dims(ops.sigmoid(logits), spatial)  # (B, 1, 1, C) or (B, C, 1, 1)

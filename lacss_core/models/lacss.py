@@ -8,7 +8,7 @@ import math
 import keras
 from keras import ops
 
-from lacss_core import _validation
+from lacss_core import _backend, _validation
 from lacss_core import ops as lops
 from lacss_core.models import layout
 from lacss_core.models.auxnet import AuxNet
@@ -469,7 +469,7 @@ class Lacss(keras.Model):
         if len(images.shape) != 4:
             raise ValueError(f"images must have shape (B, H, W, C), got {tuple(images.shape)}")
         height, width = int(images.shape[1]), int(images.shape[2])
-        padded = ops.pad(
+        padded = _backend.current().pad_zeros(
             images,
             [
                 [0, 0],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from lacss_core import _validation
+from lacss_core import _backend, _validation
 from lacss_core.ops._common import valid_rows
 from lacss_core.ops.patches import paste_indices
 
@@ -50,8 +50,8 @@ def render_label(patches, locations, scores, image_shape, *, threshold=0.5):
     priority = ops.cast(m + 1 - ranks, "float32")[:, :, None, None]
     painted = ops.where(covered, priority, 0.0)
     ids, num_segments = paste_indices(locations, int(c), (h, w), 0)
-    best = ops.segment_max(
-        ops.reshape(painted, (-1,)), ops.reshape(ids, (-1,)), num_segments=num_segments
+    best = _backend.current().segment_max(
+        ops.reshape(painted, (-1,)), ops.reshape(ids, (-1,)), num_segments
     )[:-1]
     # Untouched pixels hold the reduction's identity (-inf), uncovered ones 0: both -> 0.
     label = ops.where(best > 0, (m + 1) - best, 0.0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from lacss_core import _validation
+from lacss_core import _backend, _validation
 from lacss_core.ops._common import valid_rows
 
 
@@ -106,7 +106,7 @@ def gather_patches(features, locations, crop_size):
     # policy), which the segmentor head reads next.
     if not keras.backend.is_float_dtype(features.dtype):
         features = ops.cast(features, "float32")
-    padded = ops.pad(features, [[0, 0], [q, q], [q, q], [0, 0]])
+    padded = _backend.current().pad_zeros(features, [[0, 0], [q, q], [q, q], [0, 0]])
     flat_features = ops.reshape(padded, (batch * (hf + 2 * q) * (wf + 2 * q), nf))
     index = _window_indices(top_left, valid, k, (hf, wf), q)
     patches = ops.take(flat_features, ops.reshape(index, (-1,)), axis=0)
@@ -128,7 +128,7 @@ def gt_patches(label, locations, crop_size):
     n = locations.shape[1]
     valid, top_left = _valid_and_cells(locations, c)
     # A one-pixel background border: clipped coordinates of pixels outside the image land on it.
-    padded = ops.pad(ops.cast(label, "int32"), [[0, 0], [1, 1], [1, 1]])
+    padded = _backend.current().pad_zeros(ops.cast(label, "int32"), [[0, 0], [1, 1], [1, 1]])
     index = _window_indices(2 * top_left, valid, c, (h, w), 1)
     values = ops.take(ops.reshape(padded, (-1,)), index)
     wanted = ops.arange(1, n + 1, dtype="int32")[None, :, None, None]  # row n <-> label n + 1

@@ -46,7 +46,9 @@ def decode_proposals(scores, offsets, image_shape, stride):
     batch = scores.shape[0]
     points = reference_points((h, w), stride)
     locations = points[None] + stride * offsets[:, :h, :w]
-    upper = ops.convert_to_tensor(np.array([height - 1, width - 1], np.float32))
+    # from a tensor op, not a NumPy array: torch.compile breaks its graph on ndarray constants
+    upper = ops.where(ops.arange(2) == 0, float(height - 1), float(width - 1))
+    upper = ops.cast(upper, "float32")
     locations = ops.minimum(ops.maximum(locations, 0.0), upper)
     return (
         ops.reshape(locations, (batch, h * w, 2)),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from lacss_core import _validation
+from lacss_core import _backend, _validation
 from lacss_core.ops._common import clipped_log, valid_rows
 from lacss_core.ops.patches import gt_patches, paste_indices
 
@@ -86,7 +86,9 @@ def ws_seg_loss(patches, locations, mask):
     overlap_canvas = _paste(log_free, ids, num_segments)
     others = ops.take(overlap_canvas, ids) - log_free  # sum over valid k != i
     margin = c // 2
-    mask_canvas = ops.pad(ops.cast(mask, "float32"), [[0, 0], [margin, margin], [margin, margin]])
+    mask_canvas = _backend.current().pad_zeros(
+        ops.cast(mask, "float32"), [[0, 0], [margin, margin], [margin, margin]]
+    )
     mask_canvas = ops.concatenate([ops.reshape(mask_canvas, (-1,)), ops.zeros((1,))])
     fg = ops.take(mask_canvas, ids)
     loss = -fg * g - (1.0 - fg) * (1.0 - g) - g * others
@@ -103,7 +105,7 @@ def sobel_magnitude(patches):
     """
     if len(patches.shape) != 4:
         raise ValueError(f"patches must have shape (B, N, c, c), got {tuple(patches.shape)}")
-    g = ops.pad(ops.cast(patches, "float32"), [[0, 0], [0, 0], [1, 1], [1, 1]])
+    g = _backend.current().pad_zeros(ops.cast(patches, "float32"), [[0, 0], [0, 0], [1, 1], [1, 1]])
     h, w = patches.shape[-2], patches.shape[-1]
 
     def shifted(dy, dx):  # the padded patch moved by (dy, dx) in -1..1, cropped back to h x w
