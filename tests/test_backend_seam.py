@@ -168,3 +168,26 @@ def test_compiled_keras_layers_and_pads_compile_once():
             keras.ops.convert_to_numpy(compiled(x)), keras.ops.convert_to_numpy(f(x)), rtol=1e-6
         )
     assert counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.skipif(BACKEND.name != "torch", reason="torch.compile's recompile limit")
+@pytest.mark.skipif(not BACKEND.compile_available(), reason="torch.compile needs a C++ compiler")
+def test_closures_of_one_function_each_compile():
+    """Dynamo's recompile limit (8) counts per code object: ten closures of one ``def`` compiled
+    through the seam must all compile, not the first eight."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+
+    def scaled(factor):
+        def f(x):
+            return x * factor
+
+        return f
+
+    x = keras.ops.convert_to_tensor(np.ones(3, "float32"))
+    for factor in range(10):
+        BACKEND.compile(scaled(float(factor)), _backend.COMPILED)(x)
+    assert counters["stats"]["unique_graphs"] == 10

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import types
 
 import torch
 
@@ -33,7 +35,10 @@ class Backend(_Base):
             return function
         _create_keras_call_context()
         return torch.compile(
-            function, dynamic=options.dynamic, mode=options.mode, fullgraph=options.fullgraph
+            _with_own_code(function),
+            dynamic=options.dynamic,
+            mode=options.mode,
+            fullgraph=options.fullgraph,
         )
 
     def compile_with_variables(self, function, variables, options=DEFAULT):
@@ -177,3 +182,20 @@ def _create_keras_call_context():
     import keras
 
     keras.layers.Identity()(torch.zeros(1))
+
+
+def _with_own_code(function):
+    """``function`` with a code object of its own (when it is a plain Python function). Dynamo
+    keeps at most ``recompile_limit`` (8) compiled versions per code object, and closures of one
+    ``def`` (prediction's stages, one per stage, settings and bucket) share theirs: the ninth
+    would run eagerly."""
+    if not isinstance(function, types.FunctionType):
+        return function
+    own = types.FunctionType(
+        function.__code__.replace(),
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+    return functools.update_wrapper(own, function)
