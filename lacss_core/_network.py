@@ -29,8 +29,6 @@ import numpy as np
 # The per-instance layers run on at least this many slots, and on a multiple of it when the
 # stages run eagerly (few distinct compiled shapes when they compile: powers of two then).
 MIN_SLOTS = 16
-# The stages (methods ``_<name>``) that _stage compiles.
-STAGES = ("propose", "render", "masks", "dense", "nms", "patches")
 # Bucket sides are multiples of this (lacss_core.models.lacss.PAD_MULTIPLE, SPEC 1), and of
 # 2**(k - 4) for sides in (2**(k-1), 2**k]: 8 sides per octave above 256.
 BUCKET_ALIGN = 32
@@ -92,8 +90,7 @@ class Network:
         self.channels = model_channels(model)
         self.compile_options = CompileOptions() if compile_options is None else compile_options
         self.buckets = bool(buckets)
-        # every stage name present from the start: torch.compile guards on the Counter's length
-        self.traces = collections.Counter(dict.fromkeys(STAGES, 0))
+        self.traces = collections.Counter()
         self._compiled = {}
         # eager stages pay per slot, compiled ones per slot count (see _slot_count)
         self._compiles = _backend.current().compiles(self.compile_options)
@@ -211,14 +208,22 @@ class Network:
             settings = dataclasses.replace(settings, threshold=0.0, min_score=0.0, nms_distance=0.0)
         key = (name, settings, image_shape)
         if key not in self._compiled:
+            from lacss_core import _backend
+
             function = getattr(self, f"_{name}")
+            # Outside torch.compile's graph: a counter read in the graph is a guard that fails
+            # (and compiles again) on every call. jax.jit still runs it once per trace.
+            count = _backend.current().outside_compiler(self._count_trace)
 
             def stage(*args):
-                self.traces[name] += 1
+                count(name)
                 return function(*args, settings=settings, image_shape=image_shape)
 
             self._compiled[key] = self._compile(stage)
         return self._compiled[key]
+
+    def _count_trace(self, name):
+        self.traces[name] += 1
 
     def _compile(self, function):
         from lacss_core import _backend
