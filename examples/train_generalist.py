@@ -58,9 +58,20 @@ from lacss_core.predict import model_channels, predict_instances
 from lacss_core.train import BEST_FILE, evaluate_ap, load_state, plot_history, train
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "lacss_core" / "pretrained"
-# Seeds: training uses (seed, i) (or --training-seed), validation seed + 1000, tests seed +
-# 2000 + modality, the BatchNorm recalibration seed + 3000, the threshold calibration seed + 4000.
+# Seeds: training uses (seed, i) (or --training-seed); the held-out sets theirs (held_out_seeds).
 VALIDATION_OFFSET, TEST_OFFSET, CALIBRATION_OFFSET, THRESHOLD_OFFSET = 1000, 2000, 3000, 4000
+
+
+def held_out_seeds(seed: int) -> dict[str, int]:
+    """The seed of every set that training must never draw from, by set name (each modality's
+    test set is ``"<modality> test"``): validation ``seed + 1000``, tests ``seed + 2000 +``
+    modality index, BatchNorm recalibration ``seed + 3000``, threshold calibration ``+ 4000``."""
+    return {
+        "validation": seed + VALIDATION_OFFSET,
+        "BatchNorm recalibration": seed + CALIBRATION_OFFSET,
+        "threshold calibration": seed + THRESHOLD_OFFSET,
+        **{f"{m} test": seed + TEST_OFFSET + k for k, m in enumerate(MODALITIES)},
+    }
 
 
 def parse_args(argv=None):
@@ -130,12 +141,7 @@ def _training_seed(parser, args) -> int:
     """``--training-seed`` (or ``--seed``), refused when it is the seed of a held-out set."""
     if args.training_seed is None:
         return args.seed
-    held_out = {
-        args.seed + VALIDATION_OFFSET: "validation",
-        args.seed + CALIBRATION_OFFSET: "BatchNorm recalibration",
-        args.seed + THRESHOLD_OFFSET: "threshold calibration",
-        **{args.seed + TEST_OFFSET + k: f"{m} test" for k, m in enumerate(MODALITIES)},
-    }
+    held_out = {seed: name for name, seed in held_out_seeds(args.seed).items()}
     if args.training_seed < 0:
         parser.error(f"--training-seed must be >= 0, got {args.training_seed}")
     if args.training_seed in held_out:
@@ -181,7 +187,7 @@ def training_data(args) -> LacssDataset:
 
 def validation_data(args) -> RealisticCells:
     return RealisticCells(
-        args.validation_images, seed=args.seed + VALIDATION_OFFSET, modality=args.mix,
+        args.validation_images, seed=held_out_seeds(args.seed)["validation"], modality=args.mix,
         **data_config(args),
     )  # fmt: skip
 
@@ -190,16 +196,20 @@ def threshold_data(args) -> RealisticCells:
     """Mixed images, at the test size and with no cell cap, for ``lacss_core.calibrate``."""
     config = {**data_config(args), "size": args.test_size, "max_cells": None}
     return RealisticCells(
-        args.calibration_images, seed=args.seed + THRESHOLD_OFFSET, modality=args.mix, **config
+        args.calibration_images,
+        seed=held_out_seeds(args.seed)["threshold calibration"],
+        modality=args.mix,
+        **config,
     )
 
 
 def test_sets(args) -> dict[str, RealisticCells]:
     """Held-out images per modality, at ``--test-size`` (no cell cap: real images have none)."""
     config = {**data_config(args), "size": args.test_size, "max_cells": None}
+    seeds = held_out_seeds(args.seed)
     return {
-        m: RealisticCells(args.test_images, seed=args.seed + TEST_OFFSET + k, modality=m, **config)
-        for k, m in enumerate(MODALITIES)
+        m: RealisticCells(args.test_images, seed=seeds[f"{m} test"], modality=m, **config)
+        for m in MODALITIES
     }
 
 
@@ -333,7 +343,8 @@ def recalibrate_batch_norm(model, data, batches: int) -> None:
 def calibration_data(args) -> LacssDataset:
     """Training-like batches from seeds no other set uses, for ``recalibrate_batch_norm``."""
     stream = RealisticCells(
-        max(args.bn_batches, 1) * args.batch_size, seed=args.seed + CALIBRATION_OFFSET,
+        max(args.bn_batches, 1) * args.batch_size,
+        seed=held_out_seeds(args.seed)["BatchNorm recalibration"],
         modality=args.mix, **data_config(args),
     )  # fmt: skip
     return LacssDataset(

@@ -46,3 +46,14 @@ def test_negative_training_seed_is_refused(script, capsys):
     with pytest.raises(SystemExit):
         script.parse_args(["--out", "x", "--training-seed", "-1"])
     assert "--training-seed must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_every_held_out_set_draws_from_its_named_seed(script):
+    args = script.parse_args(["--out", "x", "--seed", "3"])
+    seeds = script.held_out_seeds(3)
+    assert len(set(seeds.values())) == len(seeds) and 3 not in seeds.values()
+    assert script.validation_data(args).seed == seeds["validation"]
+    assert script.threshold_data(args).seed == seeds["threshold calibration"]
+    assert script.calibration_data(args).samples.seed == seeds["BatchNorm recalibration"]
+    tests = {m: s.seed for m, s in script.test_sets(args).items()}
+    assert tests == {m: seeds[f"{m} test"] for m in script.MODALITIES}
