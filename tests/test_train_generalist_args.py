@@ -57,3 +57,12 @@ def test_every_held_out_set_draws_from_its_named_seed(script):
     assert script.calibration_data(args).samples.seed == seeds["BatchNorm recalibration"]
     tests = {m: s.seed for m, s in script.test_sets(args).items()}
     assert tests == {m: seeds[f"{m} test"] for m in script.MODALITIES}
+
+
+def test_diameter_bias_tilts_only_the_training_images(script):
+    args = script.parse_args(["--out", "x", "--diameter-bias", "1"])
+    assert script.training_data(args).samples.config.diameter_bias == 1.0
+    held_out = [script.validation_data(args), script.threshold_data(args)]
+    held_out += list(script.test_sets(args).values())
+    assert all(s.config.diameter_bias == 0.0 for s in held_out)
+    assert script.training_data(script.parse_args(["--out", "x"])).samples.config.diameter_bias == 0

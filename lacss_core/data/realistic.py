@@ -84,6 +84,10 @@ class RealisticConfig:
         modality: ``"nuclei"``, ``"cytoplasm"``, ``"brightfield"`` or ``"phase"``; a sequence of
             names (drawn uniformly) or a ``{name: weight}`` mapping to mix them.
         diameter: typical cell (or nucleus) diameter of an image in pixels, log-uniform.
+        diameter_bias: tilts the draw of ``diameter`` towards large cells: its density in
+            ``log(diameter)`` grows as ``diameter ** diameter_bias`` (0: log-uniform; an image
+            holds about ``1 / diameter**2`` as many cells, so 2 would show every cell size about
+            equally often counted per cell). Training uses it to see large cells more often.
         size_spread: standard deviation of ``log(diameter)`` among the cells of one image.
         style: the look within the modality, or None to draw one: ``"cytoplasm"`` or
             ``"membrane"`` (cytoplasm), ``"defocus"`` or ``"dic"`` (brightfield), ``"positive"``
@@ -117,6 +121,7 @@ class RealisticConfig:
     size: int | tuple[int, int] = (256, 256)
     modality: str | Sequence[str] | Mapping[str, float] = "nuclei"
     diameter: float | tuple[float, float] = (8.0, 80.0)
+    diameter_bias: float = 0.0
     size_spread: float | tuple[float, float] = (0.08, 0.25)
     style: str | None = None
     layout: str | None = None
@@ -237,6 +242,8 @@ class RealisticCells(Sequence):
         """What the samples depend on, for the resume record of ``lacss_core.train.train``: the
         images are generated, so a content hash is not needed (it would draw every image)."""
         config = dataclasses.asdict(self.config)
+        if config["diameter_bias"] == 0:  # added later: runs recorded before it still resume
+            del config["diameter_bias"]
         return {"type": "RealisticCells", "n": self.n, "seed": self.seed, "config": config}
 
 
@@ -264,6 +271,9 @@ def _check_config(c: RealisticConfig) -> None:
         raise ValueError(f"max_cells must be a positive int or None, got {c.max_cells!r}")
     if c.nucleus_channel and _modality_weights(c.modality).get("nuclei"):
         raise ValueError("nucleus_channel needs a cytoplasm, brightfield or phase modality")
+    bias = c.diameter_bias
+    if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not -4 <= bias <= 4:
+        raise ValueError(f"diameter_bias must be a number in [-4, 4], got {bias!r}")
     limits = {
         "diameter": (4.0, 400.0),
         "size_spread": (0.0, 1.0),
@@ -333,6 +343,15 @@ def _draw(rng, spec, log: bool = False) -> float:
     return float(rng.uniform(low, high))
 
 
+def _draw_diameter(rng, spec, bias: float) -> float:
+    """An image's diameter: log-uniform over ``spec`` tilted by ``diameter ** bias`` (one
+    uniform draw either way, so the rest of the image's draws do not depend on ``bias``)."""
+    if bias == 0 or not np.ndim(spec) or float(spec[1]) <= float(spec[0]):
+        return _draw(rng, spec, log=True)
+    low, high = (float(v) ** bias for v in spec)  # the CDF in d**bias is uniform
+    return float((low + rng.uniform() * (high - low)) ** (1.0 / bias))
+
+
 def _draw_modality(rng, modality) -> str:
     weights = _modality_weights(modality)
     names = sorted(weights)
@@ -390,7 +409,7 @@ def _draw_world(rng, c: RealisticConfig, shape, modality: str) -> _World:
         modality=modality,
         family=family,
         layout=layout,
-        diameter=_draw(rng, c.diameter, log=True),
+        diameter=_draw_diameter(rng, c.diameter, c.diameter_bias),
         spread=_draw(rng, c.size_spread),
         coverage=_draw(rng, coverage),
         max_cells=c.max_cells,

@@ -111,6 +111,28 @@ def test_nuclei_size_follows_the_diameter():
         assert 0.6 * diameter < measured < 1.3 * diameter
 
 
+def test_diameter_bias_tilts_the_draw_towards_large_cells():
+    """bias 1 makes the diameter uniform in pixels: P(d > 32) over 8-64 px is 32/56, against
+    1/3 log-uniform; bias 0 is the log-uniform draw, from the same single uniform number."""
+    draws = {
+        bias: np.array([rl._draw_diameter(np.random.default_rng(i), (8.0, 64.0), bias)
+                        for i in range(2000)])
+        for bias in (0.0, 1.0)
+    }  # fmt: skip
+    logs = [rl._draw(np.random.default_rng(i), (8.0, 64.0), log=True) for i in range(2000)]
+    np.testing.assert_array_equal(draws[0.0], logs)
+    assert abs(np.mean(draws[0.0] > 32) - 1 / 3) < 0.04
+    assert abs(np.mean(draws[1.0] > 32) - 32 / 56) < 0.04
+    assert draws[1.0].min() >= 8 and draws[1.0].max() <= 64
+    # the config's bias reaches the scene: the same seeds draw larger cells
+    def diameters(bias):
+        config = RealisticConfig(size=48, diameter=(8.0, 64.0), diameter_bias=bias)
+        return np.array([render_scene(seed, config).params["diameter"] for seed in range(12)])
+
+    assert np.all(diameters(2.0) >= diameters(0.0))
+    assert np.mean(diameters(2.0)) > np.mean(diameters(0.0)) + 5
+
+
 def test_confluent_cells_touch_and_monolayers_cover_the_field():
     scene = render_scene(0, modality="cytoplasm", size=SIZE, layout="confluent", diameter=30)
     label = scene.label
@@ -218,6 +240,8 @@ def test_lazy_dataset_streams_seeded_samples_into_batches():
         ({"bit_depth": 10}, "bit_depth"),
         ({"diameter": (40, 10)}, "diameter"),
         ({"diameter": 1}, "diameter"),
+        ({"diameter_bias": 9}, "diameter_bias"),
+        ({"diameter_bias": (0, 1)}, "diameter_bias"),
         ({"size": 8}, "size"),
         ({"max_cells": 0}, "max_cells"),
         ({"photons": "many"}, "photons"),
@@ -238,5 +262,9 @@ def test_fingerprint_describes_the_stream_without_drawing_it(monkeypatch):
     monkeypatch.setattr(realistic, "realistic_cells", lambda *a, **k: pytest.fail("drew an image"))
     big = RealisticCells(10**6, seed=3, modality="nuclei")
     assert big.fingerprint() == RealisticCells(10**6, seed=3, modality="nuclei").fingerprint()
+    # runs recorded before diameter_bias existed resume: the default leaves no trace
+    assert "diameter_bias" not in big.fingerprint()["config"]
+    tilted = RealisticCells(10**6, seed=3, modality="nuclei", diameter_bias=1.0)
+    assert tilted.fingerprint()["config"]["diameter_bias"] == 1.0
     assert big.fingerprint() != RealisticCells(10**6, seed=4, modality="nuclei").fingerprint()
     assert big.fingerprint() != RealisticCells(10**6, seed=3, modality="phase").fingerprint()
