@@ -124,6 +124,7 @@ def test_diameter_bias_tilts_the_draw_towards_large_cells():
     assert abs(np.mean(draws[0.0] > 32) - 1 / 3) < 0.04
     assert abs(np.mean(draws[1.0] > 32) - 32 / 56) < 0.04
     assert draws[1.0].min() >= 8 and draws[1.0].max() <= 64
+
     # the config's bias reaches the scene: the same seeds draw larger cells
     def diameters(bias):
         config = RealisticConfig(size=48, diameter=(8.0, 64.0), diameter_bias=bias)
