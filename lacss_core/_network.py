@@ -131,7 +131,9 @@ class Network:
 
         Returns NumPy arrays: ``locations (S, 2)`` float32, ``scores (S,)`` float32 (NMS order,
         ``-1`` padded; ``S`` slots cover every valid proposal) and, with ``render``, ``ranks
-        (H, W)`` int32 (SPEC 9 over the valid rows), else ``masks (S, c, c)`` bool (patch ``>``
+        (H, W)`` int32 (SPEC 9 over the valid rows), ``own_areas (S,)`` int32 each slot's
+        mask pixels inside the image and ``visible_areas (S,)`` int64 the pixels of rank ``r``
+        (row ``r - 1``), else ``masks (S, c, c)`` bool (patch ``>``
         threshold) and ``origins (S, 2)`` int32 image pixels of each mask's ``(0, 0)``; and
         ``saturated`` (Python bool): the capacity was reached, so proposals may be missing: NMS
         kept ``max_output`` of them, or more than ``pre_nms_topk`` candidates scored
@@ -145,10 +147,13 @@ class Network:
         valid_count = int(keras.ops.convert_to_numpy(keras.ops.sum(locations[0, :, 0] >= 0)))
         slots = _slot_count(settings, valid_count, self._compiles)
         stage = self._stage("render" if render else "masks", settings, tuple(images.shape[1:3]))
-        outputs = stage(shared, locations[:, :slots], scores[:, :slots])
+        outputs = stage(shared, locations[:, :slots], scores[:, :slots], size)
         result = {key: keras.ops.convert_to_numpy(value)[0] for key, value in outputs.items()}
         if render:  # painted on the bucket canvas: the image is its top-left corner
-            result["ranks"] = result["ranks"][: image.shape[0], : image.shape[1]]
+            ranks = result["ranks"][: image.shape[0], : image.shape[1]]
+            count = len(result["scores"])
+            result["visible_areas"] = np.bincount(ranks.ravel(), minlength=count + 1)[1:]
+            result["ranks"] = ranks
         result["saturated"] = valid_count >= settings.max_output or (
             int(keras.ops.convert_to_numpy(active)) > settings.pre_nms_topk
         )
@@ -304,16 +309,28 @@ class Network:
         valid = instances["valid"]
         return instances, ops.where(valid[..., None], locations, -ops.ones_like(locations))
 
-    def _render(self, shared, locations, scores, *, settings, image_shape):
+    def _render(self, shared, locations, scores, size, *, settings, image_shape):
+        from keras import ops
+
         from lacss_core import ops as lops
+        from lacss_core.ops.patches import paste_indices
 
         instances, locations = self._instances(shared, locations)
+        patches = instances["patches"]
         ranks = lops.render_label(
-            instances["patches"], locations, scores, image_shape, threshold=settings.threshold
+            patches, locations, scores, image_shape, threshold=settings.threshold
         )
-        return {"locations": locations, "scores": scores, "ranks": ranks}
+        # each mask's pixels inside the image (the bucket's top-left ``size``), for the host's
+        # occlusion rule (drop_occluded), which counts as painting on the image does; one image
+        # per call (B = 1), so a flat id is row * width + column
+        ids, segments = paste_indices(locations, int(patches.shape[-1]), image_shape, 0)
+        width = image_shape[1]
+        inside = (ids < segments - 1) & (ids // width < size[0]) & (ids % width < size[1])
+        covered = (patches > ops.cast(settings.threshold, "float32")) & inside
+        own_areas = ops.sum(ops.cast(covered, "int32"), axis=(2, 3))
+        return {"locations": locations, "scores": scores, "ranks": ranks, "own_areas": own_areas}
 
-    def _masks(self, shared, locations, scores, *, settings, image_shape):
+    def _masks(self, shared, locations, scores, size, *, settings, image_shape):
         from keras import ops
 
         instances, locations = self._instances(shared, locations)

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from lacss_core import tiling
+from lacss_core.postprocess import DEFAULT_MAX_OVERLAP
 
 #: Most values the percentile statistics of a float image are taken from (a regular subsample
 #: of larger images; 8- and 16-bit images always get exact percentiles from their histogram).
@@ -173,6 +174,7 @@ class Job:
     plan: Plan
     normalize: object = None
     check_identical: bool = False
+    max_overlap: float = 1.0  # predict_zarr passes predict_instances' default
 
     def image(self):
         from lacss_core import zarr_io
@@ -448,10 +450,14 @@ def paint_region(job: Job, block):
     cells = load_cells(job, plan.neighbours(block))
     order = np.lexsort((cells.local, cells.block, -cells.scores))
     order = order[~_seam_doubles(cells, order, job.settings["nms_distance"])]
-    region = np.zeros((y1 - y0, x1 - x0), np.int32)
-    for value, i in enumerate(order, start=1):
-        corner = (int(cells.corners[i, 0]) - y0, int(cells.corners[i, 1]) - x0)
-        tiling.paint(region, corner, cells.masks[i], value)
+    placements = [
+        ((int(cells.corners[i, 0]) - y0, int(cells.corners[i, 1]) - x0), cells.masks[i])
+        for i in order
+    ]
+    # the region holds every pixel of every cell touching the core, so each cell's occlusion
+    # (postprocess.drop_occluded) is decided alike by every block that paints it
+    region = tiling.paint_cells(np.zeros((y1 - y0, x1 - x0), np.int32), placements,
+                                job.max_overlap)  # fmt: skip
     if job.clean_masks:
         region = clean_label(region)
     return region, cells, order, (y0, x0)
@@ -553,8 +559,9 @@ def predict_zarr(model, image, output, *, plane=None, block_size=DEFAULT_BLOCK, 
             False.
         options: the options of ``predict_instances`` (``min_score``, ``nms_distance``,
             ``segmentation_threshold``, ``min_area``, ``normalize``, ``clean_masks``,
-            ``tile_size``, ``tile_overlap``, ``max_output``, ``channels``); ``scale`` must be 1
-            and ``diameter`` None (blockwise prediction runs at the image's scale).
+            ``max_overlap``, ``tile_size``, ``tile_overlap``, ``max_output``, ``channels``);
+            ``scale`` must be 1 and ``diameter`` None (blockwise prediction runs at the image's
+            scale).
     Returns:
         A summary dict: ``cells`` (labels ``1..cells``), ``saturated_tiles``,
         ``saturated_cells``, ``label`` and ``table`` (paths), ``blocks``, ``computed`` and
@@ -606,13 +613,14 @@ def prepare_job(model, spec, image, output, *, plane=None, block_size=DEFAULT_BL
         plane=plane, model=spec, label=label, table=table_path(label), work=work_folder(label),
         settings=dataclasses.asdict(settings), channels=channels,
         clean_masks=bool(options.get("clean_masks", True)),
+        max_overlap=float(options.get("max_overlap", DEFAULT_MAX_OVERLAP)),
         min_area=int(options.get("min_area", 0)), plan=plan, check_identical=check_identical,
     )  # fmt: skip
     identity = {
         "image": job.source, "plane": plane, "shape": list(source.shape),
         "dtype": str(source.dtype), "model": _model_identity(model, spec),
         "settings": job.settings, "channels": channels, "normalize": method,
-        "clean_masks": job.clean_masks, "min_area": job.min_area,
+        "clean_masks": job.clean_masks, "max_overlap": job.max_overlap, "min_area": job.min_area,
         "plan": json.loads(json.dumps(dataclasses.asdict(plan))),
     }  # fmt: skip
     return job, method, identity

@@ -32,6 +32,7 @@ import sys
 import numpy as np
 
 from lacss_core import _validation
+from lacss_core.postprocess import DEFAULT_MAX_OVERLAP
 
 #: Scores that :func:`calibrate` maximises: F1 at IoU 0.5 (optimal one-to-one matching,
 #: ``metrics.object_accuracy``) or COCO AP50 (``metrics.coco_mask_ap``), all images pooled.
@@ -68,6 +69,7 @@ def calibrate(
     normalize="model",
     channels=None,
     clean_masks: bool = True,
+    max_overlap: float = DEFAULT_MAX_OVERLAP,
     min_area: int = 0,
     max_output=None,
     verbose: int = 0,
@@ -96,7 +98,8 @@ def calibrate(
             ``DEFAULT_NMS_FACTORS`` times the LPN stride (4, 8, 12, 16 px for stride 8).
         metric: ``"f1"`` (F1 at IoU 0.5) or ``"ap50"``.
         store: also write the chosen values into the model (:func:`apply_calibration`).
-        scale, diameter, normalize, channels, clean_masks, min_area, max_output: as for
+        scale, diameter, normalize, channels, clean_masks, max_overlap, min_area, max_output:
+            as for
             ``predict_instances`` (``diameter`` a number, not ``"auto"``); use the values you
             will predict with.
         verbose: 1 prints a line per image to stderr.
@@ -121,8 +124,8 @@ def calibrate(
     defaults = current_values(model)
     grids = _grids(model, min_scores, segmentation_thresholds, nms_distances, defaults)
     options = _prediction_options(
-        model, network, grids, scale, diameter, normalize, channels, clean_masks, min_area,
-        max_output,
+        model, network, grids, scale, diameter, normalize, channels, clean_masks, max_overlap,
+        min_area, max_output,
     )  # fmt: skip
     tally = _Tally(grids, metric)
     for index, (name, image, label) in enumerate(_labelled(samples)):
@@ -255,11 +258,12 @@ class _Options:
     normalize: object
     channels: object
     clean_masks: bool
+    max_overlap: float
     min_area: int
 
 
 def _prediction_options(model, network, grids, scale, diameter, normalize, channels,
-                        clean_masks, min_area, max_output) -> _Options:  # fmt: skip
+                        clean_masks, max_overlap, min_area, max_output) -> _Options:  # fmt: skip
     from lacss_core import predict as P
 
     if isinstance(diameter, str) and diameter == "auto":
@@ -277,6 +281,7 @@ def _prediction_options(model, network, grids, scale, diameter, normalize, chann
         diameter=diameter,
         normalize=normalize,
         clean_masks=clean_masks,
+        max_overlap=max_overlap,
         max_output=max_output,
         channels=channels,
     )
@@ -291,6 +296,7 @@ def _prediction_options(model, network, grids, scale, diameter, normalize, chann
         normalize=P._normalization(model, normalize),
         channels=channels,
         clean_masks=bool(clean_masks),
+        max_overlap=float(max_overlap),
         min_area=int(min_area),
     )
 
@@ -365,12 +371,13 @@ def _segmentations(model, network, image, options: _Options):
                     model, image, min_score=setting.min_score,
                     nms_distance=setting.nms_distance, segmentation_threshold=threshold,
                     min_area=options.min_area, scale=options.scale, normalize=options.normalize,
-                    clean_masks=options.clean_masks, max_output=setting.max_output,
+                    clean_masks=options.clean_masks, max_overlap=options.max_overlap,
+                    max_output=setting.max_output,
                     progress=False, channels=options.channels,
                 )  # fmt: skip
                 yield setting.nms_distance, threshold, label, details["scores"]
                 continue
-            ranks, scores, locations = _paint(out, threshold, scaled.shape[:2])
+            ranks, scores, locations = _paint(out, threshold, scaled.shape[:2], options)
             ranks, locations = P._unscale(ranks, locations, pixels.shape[:2], factors)
             if options.clean_masks:
                 ranks = P.clean_label(ranks)
@@ -379,17 +386,18 @@ def _segmentations(model, network, image, options: _Options):
             yield setting.nms_distance, threshold, label, details["scores"]
 
 
-def _paint(out, threshold, shape):
+def _paint(out, threshold, shape, options):
     """SPEC 9 on the host: each pixel takes the smallest rank whose patch is ``> threshold``
-    there (``ops.render_label``, as ``predict_instances`` paints whole images)."""
-    from lacss_core.tiling import paint
+    there (``ops.render_label``, as ``predict_instances`` paints whole images); then the cells
+    hidden by more than ``options.max_overlap`` go, as there."""
+    from lacss_core.tiling import paint_cells
 
     valid = np.flatnonzero(np.all(out["locations"] >= 0, axis=-1))
     valid = valid[np.argsort(-out["scores"][valid], kind="stable")]
     masks = out["patches"][valid] > np.float32(threshold)
-    ranks = np.zeros(shape, np.int32)
-    for rank, (mask, origin) in enumerate(zip(masks, out["origins"][valid], strict=True), 1):
-        paint(ranks, (int(origin[0]), int(origin[1])), mask, rank)
+    origins = [(int(y), int(x)) for y, x in out["origins"][valid]]
+    placements = list(zip(origins, masks, strict=True))
+    ranks = paint_cells(np.zeros(shape, np.int32), placements, options.max_overlap)
     return ranks, out["scores"][valid], out["locations"][valid]
 
 

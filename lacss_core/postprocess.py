@@ -17,6 +17,37 @@ import math
 
 import numpy as np
 
+#: ``predict_instances``' default ``max_overlap``: a cell more than half hidden is dropped.
+DEFAULT_MAX_OVERLAP = 0.5
+
+
+def drop_occluded(ranks: np.ndarray, own_areas, visible_areas, max_overlap: float) -> np.ndarray:
+    """Remove the cells whose masks are mostly hidden by higher-priority cells (mask NMS).
+
+    Where a cell is found twice (a large cell's proposal NMS keeps two locations more than
+    ``nms_distance`` apart), the second copy's mask lies on the first: painting (SPEC 9) leaves it
+    the leftover sliver, a fragment of the cell. Here a cell goes when more than ``max_overlap``
+    of its mask is painted over: ``own - visible > max_overlap * own``. Its visible pixels become
+    background (lower cells do not take them over); a cell's fate depends only on the cells
+    ranked before it, so cutting at a score threshold commutes with it, as with ``clean_label``.
+
+    Args:
+        ranks: ``(H, W)`` int label image as painted, 0 = background, cell ``r`` = value ``r``.
+        own_areas: ``(n,)`` int, pixels of cell ``r``'s thresholded mask on the painted canvas
+            (row ``r - 1``); visible_areas: ``(n,)`` int, the pixels it was painted on.
+        max_overlap: in ``[0, 1]``; 1 keeps every cell.
+    Returns:
+        ``(H, W)`` int32, a new array with the occluded cells' pixels set to 0.
+    """
+    own = np.asarray(own_areas, np.float64).reshape(-1)
+    visible = np.asarray(visible_areas, np.float64).reshape(-1)
+    if own.shape != visible.shape:
+        raise ValueError(f"own_areas {own.shape} and visible_areas {visible.shape} differ")
+    keep = np.ones(own.size + 1, bool)
+    keep[1:] = own - visible <= max_overlap * own
+    ids = np.arange(own.size + 1, dtype=np.int32) * keep
+    return ids[ranks]
+
 
 def clean_label(ranks: np.ndarray) -> np.ndarray:
     """Keep each cell's largest 4-connected piece and fill its holes.

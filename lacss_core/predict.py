@@ -26,7 +26,12 @@ import numpy as np
 from lacss_core import _validation
 from lacss_core._network import Network, Settings, model_channels
 from lacss_core._progress import Progress
-from lacss_core.postprocess import clean_label, median_diameter
+from lacss_core.postprocess import (
+    DEFAULT_MAX_OVERLAP,
+    clean_label,
+    drop_occluded,
+    median_diameter,
+)
 from lacss_core.tiling import (
     TILE_ALIGN,
     TiledResult,
@@ -56,6 +61,7 @@ def predict_instances(
     diameter=None,
     normalize="model",
     clean_masks=True,
+    max_overlap=DEFAULT_MAX_OVERLAP,
     tile_size=None,
     tile_overlap=None,
     max_output=None,
@@ -104,6 +110,10 @@ def predict_instances(
         clean_masks: keep each cell's largest 4-connected piece and fill its holes
             (``lacss_core.postprocess.clean_label``) before ``min_area`` is applied; ``False``
             gives the painted masks as they are.
+        max_overlap: a cell more than this fraction of whose mask lies under higher-scoring
+            cells is removed (mask NMS: a large cell found twice leaves its second copy as a
+            sliver, ``lacss_core.postprocess.drop_occluded``), in ``[0, 1]``; 1 keeps every
+            cell. Applied before ``clean_masks``.
         tile_size: side in pixels (of the scaled image) of the tiles used for images larger than
             it; images that fit are predicted whole. Default: from the model's capacity
             (``lacss_core.tiling.default_tile_size``: a tile densely packed with cells of half
@@ -160,6 +170,7 @@ def predict_instances(
         diameter=diameter,
         normalize=normalize,
         clean_masks=clean_masks,
+        max_overlap=max_overlap,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         max_output=max_output,
@@ -202,8 +213,8 @@ def _predict_one(model, image, name, *, scale, diameter, **options):
 
 
 def _predict_scaled(model, image, name, *, min_score, nms_distance, segmentation_threshold,
-                    min_area, scale, normalize, clean_masks, tile_size, tile_overlap,
-                    max_output, progress, channels, compile):  # fmt: skip
+                    min_area, scale, normalize, clean_masks, max_overlap, tile_size,
+                    tile_overlap, max_output, progress, channels, compile):  # fmt: skip
     """``predict_instances`` of one image at a known scale."""
     network = Network.of(model, _compile_options(compile))
     settings = _resolve_settings(
@@ -213,15 +224,18 @@ def _predict_scaled(model, image, name, *, min_score, nms_distance, segmentation
     if progress not in (None, True, False):
         raise ValueError(f"progress must be None, True or False, got {progress!r}")
     _check_clean_masks(clean_masks)
+    _check_max_overlap(max_overlap)
     pixels = _prepare_image(image, network.channels, _normalization(model, normalize), channels)
     scaled, factors = _rescale(pixels, scale)
     tile, overlap = _tiling(scaled.shape[:2], tile_size, tile_overlap, network, settings)
     if tile is None:
-        result = _predict_whole(network, scaled, settings, overlap, progress)
+        result = _predict_whole(network, scaled, settings, overlap, progress, max_overlap)
     else:
         tiles = grid_tiles(scaled.shape[:2], tile, overlap)
         with _TileBar(progress, len(tiles)) as bar:
-            result = predict_tiled(network, scaled, settings, tiles, overlap, progress=bar)
+            result = predict_tiled(
+                network, scaled, settings, tiles, overlap, progress=bar, max_overlap=max_overlap
+            )
     if result.saturated_tiles:
         warnings.warn(
             _saturation_message(name, result.saturated_tiles, settings),
@@ -324,6 +338,7 @@ def check_options(
     diameter=None,
     normalize="model",
     clean_masks=True,
+    max_overlap=DEFAULT_MAX_OVERLAP,
     tile_size=None,
     tile_overlap=None,
     max_output=None,
@@ -342,6 +357,7 @@ def check_options(
         _check_scale(scale)
     _check_normalize(_normalization(model, normalize))
     _check_clean_masks(clean_masks)
+    _check_max_overlap(max_overlap)
     _tiling((1, 1), tile_size, tile_overlap, network, settings)
     _check_channels_option(channels, network.channels)
     _compile_options(compile)
@@ -361,6 +377,11 @@ def _check_normalize(normalize) -> None:
 
     if normalize is not None and normalize not in METHODS:
         raise ValueError(f"normalize must be 'model', one of {METHODS} or None, got {normalize!r}")
+
+
+def _check_max_overlap(max_overlap) -> None:
+    if not _validation.is_number(max_overlap) or not 0 <= max_overlap <= 1:
+        raise ValueError(f"max_overlap must be a number in [0, 1], got {max_overlap!r}")
 
 
 def _check_clean_masks(clean_masks) -> None:
@@ -592,7 +613,7 @@ def _valid_in_score_order(locations, scores):
     return valid[np.argsort(-scores[valid], kind="stable")]
 
 
-def _predict_whole(network, image, settings, overlap, progress) -> TiledResult:
+def _predict_whole(network, image, settings, overlap, progress, max_overlap) -> TiledResult:
     """The image as one tile, painted on the accelerator; if it saturates the model's capacity,
     it is split and predicted as tiles instead."""
     out = network.run(image, settings, render=True)
@@ -602,13 +623,18 @@ def _predict_whole(network, image, settings, overlap, progress) -> TiledResult:
         if size < whole.side:
             tiles = split_tile(whole, size, overlap)
             with _TileBar(progress, len(tiles)) as bar:
-                return predict_tiled(network, image, settings, tiles, overlap, progress=bar)
+                return predict_tiled(
+                    network, image, settings, tiles, overlap, progress=bar,
+                    max_overlap=max_overlap,
+                )  # fmt: skip
     order = _valid_in_score_order(out["locations"], out["scores"])
+    visible = out["visible_areas"][: len(order)]
+    ranks = drop_occluded(out["ranks"].astype(np.int32), out["own_areas"][order], visible,
+                          max_overlap)  # fmt: skip
     flags = np.full(len(order), out["saturated"], bool)
     return TiledResult(
-        out["ranks"].astype(np.int32), out["scores"][order], out["locations"][order], flags,
-        int(out["saturated"]),
-    )  # fmt: skip
+        ranks, out["scores"][order], out["locations"][order], flags, int(out["saturated"])
+    )
 
 
 # ---------------------------------------------------------------------------- details

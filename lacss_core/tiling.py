@@ -212,7 +212,9 @@ class TiledResult:
     saturated_tiles: int  # tiles still saturated at the floor size
 
 
-def predict_tiled(network, image, settings, tiles, overlap, *, progress=None) -> TiledResult:
+def predict_tiled(
+    network, image, settings, tiles, overlap, *, progress=None, max_overlap=1.0
+) -> TiledResult:
     """Predict ``image`` tile by tile, splitting every saturated tile (``network.run`` reached
     its capacity) into smaller ones down to ``floor_tile``; tiles still saturated there are
     kept as they are and counted.
@@ -224,6 +226,8 @@ def predict_tiled(network, image, settings, tiles, overlap, *, progress=None) ->
             whole image).
         overlap: tile overlap in pixels (``>= network.crop_size``).
         progress: ``None`` (no bar) or a callable ``progress(done, total)`` called after each tile.
+        max_overlap: cells more than this fraction hidden by better ones are dropped
+            (``postprocess.drop_occluded``; 1 keeps them all).
     """
 
     def window(tile):
@@ -232,9 +236,8 @@ def predict_tiled(network, image, settings, tiles, overlap, *, progress=None) ->
 
     cells, saturated = collect_tiles(network, window, settings, tiles, overlap, progress=progress)
     kept = select_cells(cells, settings.nms_distance)
-    ranks = np.zeros(image.shape[:2], np.int32)
-    for rank, i in enumerate(kept, start=1):
-        paint(ranks, cells.corners[i], cells.masks[i], rank)
+    placements = [(cells.corners[i], cells.masks[i]) for i in kept]
+    ranks = paint_cells(np.zeros(image.shape[:2], np.int32), placements, max_overlap)
     scores = np.asarray(cells.scores, np.float32)
     locations = np.asarray(cells.locations, np.float32).reshape(-1, 2)
     flags = np.asarray(cells.saturated, bool).reshape(-1)
@@ -281,14 +284,28 @@ def select_cells(cells: TileCells, distance) -> np.ndarray:
     return order[greedy_nms(locations[order], distance)]
 
 
-def paint(ranks, corner, mask, rank) -> None:
-    """Give ``rank`` to the still-unpainted pixels of ``mask`` placed at ``corner`` (clipped)."""
+def paint(ranks, corner, mask, rank) -> tuple[int, int]:
+    """Give ``rank`` to the still-unpainted pixels of ``mask`` placed at ``corner`` (clipped).
+    Returns ``(own, painted)``: the mask's pixels on ``ranks`` and those it was given."""
     y0, x0 = corner
     top, left = max(y0, 0), max(x0, 0)
     bottom = min(y0 + mask.shape[0], ranks.shape[0])
     right = min(x0 + mask.shape[1], ranks.shape[1])
     if bottom <= top or right <= left:
-        return
+        return 0, 0
     region = ranks[top:bottom, left:right]
     inside = mask[top - y0 : bottom - y0, left - x0 : right - x0]
-    region[inside & (region == 0)] = rank
+    free = inside & (region == 0)
+    region[free] = rank
+    return int(np.count_nonzero(inside)), int(np.count_nonzero(free))
+
+
+def paint_cells(ranks, placements, max_overlap) -> np.ndarray:
+    """Paint ``(corner, mask)`` pairs in priority order (value 1, 2, ... as ``paint``) onto the
+    zero ``ranks``, then drop the cells more than ``max_overlap`` hidden by better ones
+    (``postprocess.drop_occluded``). Returns the painted ``ranks`` (int32)."""
+    from lacss_core.postprocess import drop_occluded
+
+    areas = [paint(ranks, corner, mask, r) for r, (corner, mask) in enumerate(placements, 1)]
+    own, painted = np.asarray(areas, np.int64).reshape(-1, 2).T
+    return drop_occluded(ranks, own, painted, max_overlap)

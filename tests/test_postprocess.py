@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lacss_core.postprocess import clean_label, count_defects, equivalent_diameters, median_diameter
+from lacss_core.postprocess import (
+    clean_label,
+    count_defects,
+    drop_occluded,
+    equivalent_diameters,
+    median_diameter,
+)
 
 
 def parse(text):
@@ -146,3 +152,18 @@ def test_diameters():
     assert median_diameter(label) == pytest.approx(2 * np.sqrt(4 / np.pi))
     assert median_diameter([label, np.zeros((3, 3), np.int32)]) == median_diameter(label)
     assert median_diameter(np.zeros((3, 3), np.int32)) is None
+
+
+def test_drop_occluded_removes_cells_hidden_beyond_the_limit():
+    # cell 1: 4 px all visible; cell 2: own 4, visible 1 (75 % hidden); cell 3: own 4, visible 2
+    ranks = np.array([[1, 1, 2, 0], [1, 1, 3, 3]], np.int32)
+    own, visible = [4, 4, 4], [4, 1, 2]
+    np.testing.assert_array_equal(
+        drop_occluded(ranks, own, visible, 0.5), [[1, 1, 0, 0], [1, 1, 3, 3]]
+    )  # cell 3 is exactly half hidden: kept
+    dropped = drop_occluded(ranks, own, visible, 0.4)
+    np.testing.assert_array_equal(dropped, [[1, 1, 0, 0], [1, 1, 0, 0]])
+    np.testing.assert_array_equal(drop_occluded(ranks, own, visible, 1.0), ranks)
+    assert drop_occluded(ranks, own, visible, 0.0).max() == 1
+    with pytest.raises(ValueError, match="own_areas"):
+        drop_occluded(ranks, own, visible[:2], 0.5)

@@ -129,10 +129,36 @@ def test_options_override_the_model_config(model):
     markers = [(20, 20, 0.9), (22, 22, 0.8), (40, 40, 0.6)]
     image = marker_image((64, 64), markers)
     assert len(segment(model, image)[1]["scores"]) == 2  # (22, 22) is within 3 px
-    assert len(segment(model, image, nms_distance=2.0)[1]["scores"]) == 3
+    # (22, 22)'s mask lies mostly under (20, 20)'s: kept only with max_overlap 1
+    assert len(segment(model, image, nms_distance=2.0, max_overlap=1.0)[1]["scores"]) == 3
+    assert len(segment(model, image, nms_distance=2.0)[1]["scores"]) == 2
     assert len(segment(model, image, min_score=0.7)[1]["scores"]) == 1
     full = segment(model, image, segmentation_threshold=0.0, min_area=0)[1]["areas"]
     assert (segment(model, image, min_area=int(full.max()))[1]["areas"] >= full.max()).all()
+
+
+@pytest.mark.parametrize("shift", [2, 5])
+def test_max_overlap_drops_a_second_copy_of_a_cell(model, shift):
+    """Two proposals ``shift`` px apart on one cell: the lower's mask is hidden by the higher's
+    except for a sliver, which ``max_overlap`` removes; the whole and tiled paths agree."""
+    markers = [(30, 30, 0.9), (30, 30 + shift, 0.8), (50, 12, 0.7)]
+    image = marker_image((64, 64), markers)
+    options = dict(nms_distance=1.0, tile_size=256, clean_masks=False)  # areas as painted
+    kept = segment(model, image, max_overlap=1.0, **options)
+    own = int(kept[1]["areas"][0])  # the first cell is never hidden
+    sliver = int(kept[1]["areas"][1])
+    assert len(kept[1]["scores"]) == 3 and 0 < sliver < own
+    hidden = 1 - sliver / own  # (the markers' masks all have the same area)
+    for limit, count in [(hidden - 0.01, 2), (hidden + 0.01, 3)]:
+        label, details = segment(model, image, max_overlap=limit, **options)
+        assert len(details["scores"]) == count
+        tiled = segment(
+            model, image, max_overlap=limit, **{**options, "tile_size": 32, "tile_overlap": 16}
+        )
+        np.testing.assert_array_equal(tiled[0], label)
+    np.testing.assert_allclose(
+        segment(model, image, max_overlap=0.0, **options)[1]["scores"], [0.9, 0.7], rtol=1e-6
+    )
 
 
 def test_min_area_drops_mostly_covered_cells(model):
@@ -342,6 +368,9 @@ def test_tiny_model_whole_and_tiled(tiny):
         (np.zeros((8, 8)), {"normalize": "z"}, "normalize"),
         (np.zeros((8, 8)), {"segmentation_threshold": 1.5}, "segmentation_threshold"),
         (np.zeros((8, 8)), {"min_area": -1}, "min_area"),
+        (np.zeros((8, 8)), {"max_overlap": 1.5}, "max_overlap"),
+        (np.zeros((8, 8)), {"max_overlap": float("nan")}, "max_overlap"),
+        (np.zeros((8, 8)), {"max_overlap": "half"}, "max_overlap"),
         (np.zeros((8, 8)), {"min_score": -0.1}, "min_score"),
         (np.zeros((8, 8)), {"nms_distance": float("inf")}, "nms_distance"),
         (np.zeros((8, 8)), {"scale": 0}, "scale"),

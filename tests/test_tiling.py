@@ -123,7 +123,8 @@ def test_saturation_at_the_floor_is_reported():
     dense = [(y, x, 0.9 - 0.001 * (y + x)) for y in range(2, 64, 4) for x in range(2, 64, 4)]
     image = marker_image((64, 64), dense)  # 256 markers, 4 px apart: 8 slots cannot hold them
     with pytest.warns(SaturationWarning, match=r"the image: 1 tile\(s\).*capacity of 8") as w:
-        label, details = segment(MarkerModel(), image, max_output=8)
+        # markers 4 px apart overlap: keep them all (max_overlap 1), this counts slots
+        label, details = segment(MarkerModel(), image, max_output=8, max_overlap=1.0)
     assert sum(r.category is SaturationWarning for r in w) == 1
     assert label.max() == 8 and details["saturated_tiles"] == 1 and details["saturated"].all()
     sparse = marker_image((64, 64), [(20, 20, 0.9)])

@@ -44,6 +44,19 @@ def add_progress_options(p, quiet: bool) -> None:
         g.add_argument("--quiet", action="store_true", help="print nothing but warnings and errors")
 
 
+def add_max_overlap_option(group, what: str = "drop") -> None:
+    """``--max-overlap``: ``predict_instances``' ``max_overlap`` (mask NMS)."""
+    from lacss_core.postprocess import DEFAULT_MAX_OVERLAP
+
+    group.add_argument(
+        "--max-overlap",
+        type=float,
+        default=DEFAULT_MAX_OVERLAP,
+        help=f"{what} a cell when more than this fraction of its mask lies under better cells "
+        f"(a cell found twice; 1 keeps all; default: {DEFAULT_MAX_OVERLAP})",
+    )
+
+
 def expand_inputs(inputs, extensions, skip=()) -> tuple[list[Path], list[str]]:
     """Files named by ``inputs`` (files, folders, glob patterns), and messages for the bad ones.
 

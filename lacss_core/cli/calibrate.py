@@ -96,6 +96,9 @@ def _add_prediction_options(p) -> None:
         action="store_false",
         help="score the masks as painted (default: largest piece, holes filled)",
     )
+    from lacss_core.cli._common import add_max_overlap_option
+
+    add_max_overlap_option(g, "score without")
 
 
 def parse_numbers(text: str) -> list[float]:
@@ -171,6 +174,7 @@ def run_calibrate(args) -> int:
         normalize=None if args.normalize == "none" else args.normalize,
         channels=parse_channels(args.channels),
         clean_masks=args.clean_masks,
+        max_overlap=args.max_overlap,
         min_area=args.min_area,
     )
     print(format_table(result))

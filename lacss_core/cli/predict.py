@@ -27,6 +27,7 @@ from lacss_core.cli._common import (
     IMAGE_EXTENSIONS,
     OUTPUT_SUFFIXES,
     STACK_OVERLAY_SUFFIX,
+    add_max_overlap_option,
     expand_inputs,
     report,
 )
@@ -111,6 +112,7 @@ def _add_detection_options(p) -> None:
         action="store_false",
         help="keep the masks as painted (default: each cell's largest piece, holes filled)",
     )
+    add_max_overlap_option(g)
 
 
 def _add_scale_options(p) -> None:
@@ -260,6 +262,7 @@ def predict_options(args) -> dict:
         diameter=args.diameter,
         normalize=None if args.normalize == "none" else args.normalize,
         clean_masks=args.clean_masks,
+        max_overlap=args.max_overlap,
         tile_size=args.tile_size,
         tile_overlap=args.tile_overlap,
         max_output=args.max_output,
