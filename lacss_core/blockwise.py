@@ -174,7 +174,7 @@ class Job:
     plan: Plan
     normalize: object = None
     check_identical: bool = False
-    max_overlap: float = 1.0  # predict_zarr passes predict_instances' default
+    max_overlap: float = DEFAULT_MAX_OVERLAP
 
     def image(self):
         from lacss_core import zarr_io

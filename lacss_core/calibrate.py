@@ -99,9 +99,8 @@ def calibrate(
         metric: ``"f1"`` (F1 at IoU 0.5) or ``"ap50"``.
         store: also write the chosen values into the model (:func:`apply_calibration`).
         scale, diameter, normalize, channels, clean_masks, max_overlap, min_area, max_output:
-            as for
-            ``predict_instances`` (``diameter`` a number, not ``"auto"``); use the values you
-            will predict with.
+            as for ``predict_instances`` (``diameter`` a number, not ``"auto"``); use the values
+            you will predict with.
         verbose: 1 prints a line per image to stderr.
     Returns:
         dict: the chosen ``min_score``, ``segmentation_threshold``, ``nms_distance`` (floats);

@@ -79,6 +79,8 @@ def _add_grid_options(p) -> None:
 
 def _add_prediction_options(p) -> None:
     """The ``predict_instances`` options the validation images are segmented with."""
+    from lacss_core.cli._common import add_max_overlap_option
+
     g = p.add_argument_group("prediction options (use those you will predict with)")
     g.add_argument("--scale", type=float, default=1.0, help="resize factor (default: 1)")
     g.add_argument("--diameter", type=float, help="typical cell diameter in pixels (not auto)")
@@ -96,8 +98,6 @@ def _add_prediction_options(p) -> None:
         action="store_false",
         help="score the masks as painted (default: largest piece, holes filled)",
     )
-    from lacss_core.cli._common import add_max_overlap_option
-
     add_max_overlap_option(g, "score without")
 
 
