@@ -30,6 +30,7 @@ from lacss_core.napari._train import (  # noqa: E402
     split_validation,
     unused_path,
 )
+from lacss_core.postprocess import DEFAULT_MAX_OVERLAP  # noqa: E402
 from lacss_core.predict import predict_instances  # noqa: E402
 
 PLUGIN = "lacss-core"
@@ -228,6 +229,35 @@ def test_segment_widget_keeps_the_models_thresholds_unless_told(viewer):
     assert widget.min_score.enabled
     options = widget.predict_options()
     assert (options["min_score"], options["segmentation_threshold"]) == (0.3, 0.6)
+
+
+def test_segment_widget_passes_max_overlap_and_diameter(viewer):
+    widget = SegmentWidget(viewer)
+    options = widget.predict_options()
+    assert (options["max_overlap"], options["scale"]) == (DEFAULT_MAX_OVERLAP, 1.0)
+    assert "diameter" not in options
+    widget.max_overlap.value = 1.0
+    widget.diameter.value = " 30 "
+    options = widget.predict_options()
+    assert (options["max_overlap"], options["diameter"]) == (1.0, 30.0)
+    assert "scale" not in options
+    widget.diameter.value = "Auto"
+    assert widget.predict_options()["diameter"] == "auto"
+
+
+@pytest.mark.parametrize("text", ["0", "-4", "nan", "inf", "big"])
+def test_segment_widget_refuses_a_bad_diameter_by_name(viewer, text):
+    widget = SegmentWidget(viewer)
+    widget.diameter.value = text
+    with pytest.raises(ValueError, match="diameter must be empty, 'auto' or a number"):
+        widget.predict_options()
+
+
+def test_segment_widget_refuses_diameter_and_scale_together(viewer):
+    widget = SegmentWidget(viewer)
+    widget.diameter.value, widget.scale.value = "20", 2.0
+    with pytest.raises(ValueError, match="set diameter .* or scale .*, not both"):
+        widget.predict_options()
 
 
 @pytest.mark.skipif(not pretrained.has_weights("generalist"), reason="no generalist shipped")

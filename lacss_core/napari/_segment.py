@@ -8,6 +8,8 @@ on every run: ``"<image> cells"`` (Labels, each plane numbered 1..n by descendin
 
 from __future__ import annotations
 
+import math
+
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -20,6 +22,7 @@ from magicgui.widgets import (
 
 from lacss_core.napari import _layers, _models
 from lacss_core.napari._run import RunControls, connect_while_alive, notify_warning
+from lacss_core.postprocess import DEFAULT_MAX_OVERLAP
 
 
 class SegmentWidget(Container):
@@ -40,6 +43,13 @@ class SegmentWidget(Container):
             step=0.1,
             tooltip="resize the image by this factor before segmenting: 2 when the cells are "
             "half the size of the cells the model was trained on; results map back",
+        )
+        self.diameter = LineEdit(
+            label="diameter (px)",
+            value="",
+            tooltip="the cells' diameter in pixels, as in cellpose: the image is rescaled to the "
+            "cell size the model was trained for; 'auto' estimates it from a first pass; "
+            "empty = use scale",
         )
         # on by default: a calibrated model (the shipped generalist) stores thresholds tuned
         # on validation data, and fixed widget values would silently replace them
@@ -65,6 +75,15 @@ class SegmentWidget(Container):
             step=0.05,
             tooltip="a pixel belongs to a cell where the cell's probability is above this",
         )
+        self.max_overlap = FloatSpinBox(
+            label="max overlap",
+            value=DEFAULT_MAX_OVERLAP,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            tooltip="drop a cell when more than this fraction of its mask lies under "
+            "higher-scoring cells (a second detection of one cell); 1 keeps every cell",
+        )
         self.min_area = SpinBox(
             label="min area (px)", value=0, min=0, max=10**7, tooltip="drop smaller cells"
         )
@@ -76,9 +95,11 @@ class SegmentWidget(Container):
                 self.model_file,
                 self.image,
                 self.scale,
+                self.diameter,
                 self.model_thresholds,
                 self.min_score,
                 self.threshold,
+                self.max_overlap,
                 self.min_area,
                 self.channels,
                 self.controls,
@@ -107,7 +128,8 @@ class SegmentWidget(Container):
     def predict_options(self) -> dict:
         """The keyword arguments of ``predict_instances`` that the widget sets."""
         options = {
-            "scale": float(self.scale.value),
+            **self.size_options(),
+            "max_overlap": float(self.max_overlap.value),
             "min_area": int(self.min_area.value),
             "channels": parse_channels(self.channels.value),
         }
@@ -115,6 +137,18 @@ class SegmentWidget(Container):
             options["min_score"] = float(self.min_score.value)
             options["segmentation_threshold"] = float(self.threshold.value)
         return options
+
+    def size_options(self) -> dict:
+        """``{"scale": s}``, or ``{"diameter": d}`` when the diameter field is filled in."""
+        diameter = parse_diameter(self.diameter.value)
+        if diameter is None:
+            return {"scale": float(self.scale.value)}
+        if float(self.scale.value) != 1:
+            raise ValueError(
+                f"set diameter ({self.diameter.value!r}) or scale ({self.scale.value}), not "
+                "both: clear the diameter field or set scale back to 1"
+            )
+        return {"diameter": diameter}
 
     def run(self):
         """Start segmenting (the Segment button); bad input raises ``ValueError``."""
@@ -164,6 +198,22 @@ def parse_channels(text: str):
         raise ValueError(
             f"channels must be empty, 'grey' or channel indices such as 1 or 0,0,0, got {text!r}"
         ) from None
+
+
+def parse_diameter(text: str) -> float | str | None:
+    """The diameter field: empty (None: use scale), ``auto`` or a number of pixels > 0."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.lower() == "auto":
+        return "auto"
+    try:
+        diameter = float(text)
+    except ValueError:
+        diameter = math.nan
+    if not 0 < diameter < math.inf:
+        raise ValueError(f"diameter must be empty, 'auto' or a number of pixels > 0, got {text!r}")
+    return diameter
 
 
 def channels_field() -> LineEdit:
