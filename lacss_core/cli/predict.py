@@ -342,60 +342,94 @@ def run_predict(args) -> int:
     lock = _lock_output_folder(out_dir)
     try:
         remove_stale_temporaries(out_dir)
-        log = ResultLog(out_dir)
+        batch = _PredictBatch(args, model, model_name, options, out_dir, zarrs)
+        for path in track(files, "lacss predict", "image"):
+            batch.segment(path)
+    finally:
+        lock.release()
+    failures += batch.failures
+    if batch.saturated:
+        report(f"warning: {batch.saturated} image(s) had saturated tiles: cells may be missing")
+    report(
+        f"{batch.done} image(s) segmented into {out_dir}, {batch.skipped} skipped, "
+        f"{len(failures)} failed"
+    )
+    return 1 if failures else 0
+
+
+class _PredictBatch:
+    """One ``lacss predict`` run over its inputs: the result log, the run's settings and counts.
+
+    ``segment(path)`` does one input: refuses a name that would clash with an earlier input's
+    outputs, skips one whose outputs this run's settings already completed, else segments it,
+    removes outputs of other kinds and logs what it wrote. A failure is reported and counted,
+    and the batch goes on.
+    """
+
+    def __init__(self, args, model, model_name, options, out_dir: Path, zarrs):
+        self.args, self.model, self.model_name = args, model, model_name
+        self.options, self.out_dir, self.zarrs = options, out_dir, set(zarrs)
+        self.log = ResultLog(out_dir)
         settings = {
             "model": model_identity(model_name),
             "options": options,
             "plane": args.plane,
             "stack_mode": args.stack_mode,
         }
-        run_id = log.start(settings, overwrite=args.overwrite, model=model_name)
-        kinds = [k for k in OUTPUT_SUFFIXES if k not in ("coco", "rois") or getattr(args, k)]
-        done, skipped, saturated, seen = 0, 0, 0, {}
-        for path in track(files, "lacss predict", "image"):
-            if path.stem in seen:
-                failures.append(f"{path}: same name as {seen[path.stem]}; its outputs would clash")
-                report(f"error: {failures[-1]}")
-                continue
-            seen[path.stem] = path
-            if path in zarrs and zarr_stem(path) != path.stem:
-                seen[zarr_stem(path)] = path
-            wanted = ZARR_KINDS if path in zarrs else kinds
-            if not args.overwrite and log.complete(path.stem, run_id, wanted):
-                report(f"skipped {path}: its outputs exist (use --overwrite to replace them)")
-                skipped += 1
-                continue
-            try:
-                if path in zarrs:
-                    written, saturated_tiles = segment_zarr(
-                        model, model_name, path, out_dir, options, args
-                    )
-                else:
-                    written, saturated_tiles = segment_file(
-                        model, path, out_dir, kinds, options, args
-                    )
-            except Exception as e:  # any reader or model error: report it, go on with the batch
-                failures.append(f"{path}: {e}")
-                report(f"error: {failures[-1]}")
-                continue
-            if path not in zarrs:
-                remove_other_outputs(out_dir, path.stem, keep=written)
-            log.record(path, run_id, ZARR_KINDS if path in zarrs else kinds, written)
-            done += 1
-            if saturated_tiles:
-                saturated += 1
-                report(
-                    f"warning: {path}: {saturated_tiles} tile(s) still held the model's full "
-                    f"capacity ({args.max_output or model.max_output} cells) at the smallest tile "
-                    "size, so cells may be missing there (in_saturated_tile = 1 in its CSV marks "
-                    "the cells found in them); raise --max-output or check --min-score"
-                )
-    finally:
-        lock.release()
-    if saturated:
-        report(f"warning: {saturated} image(s) had saturated tiles: cells may be missing")
-    report(f"{done} image(s) segmented into {out_dir}, {skipped} skipped, {len(failures)} failed")
-    return 1 if failures else 0
+        self.run_id = self.log.start(settings, overwrite=args.overwrite, model=model_name)
+        self.kinds = [k for k in OUTPUT_SUFFIXES if k not in ("coco", "rois") or getattr(args, k)]
+        self.done = self.skipped = self.saturated = 0
+        self.failures: list[str] = []
+        self._stems: dict[str, Path] = {}  # output stem -> the input that claimed it
+
+    def segment(self, path: Path) -> None:
+        if self._clashes(path):
+            return
+        wanted = ZARR_KINDS if path in self.zarrs else self.kinds
+        if not self.args.overwrite and self.log.complete(path.stem, self.run_id, wanted):
+            report(f"skipped {path}: its outputs exist (use --overwrite to replace them)")
+            self.skipped += 1
+            return
+        try:
+            written, saturated_tiles = self._write_outputs(path)
+        except Exception as e:  # any reader or model error: report it, go on with the batch
+            self._fail(f"{path}: {e}")
+            return
+        self.log.record(path, self.run_id, wanted, written)
+        self.done += 1
+        if saturated_tiles:
+            self.saturated += 1
+            report(
+                f"warning: {path}: {saturated_tiles} tile(s) still held the model's full "
+                f"capacity ({self.args.max_output or self.model.max_output} cells) at the "
+                "smallest tile size, so cells may be missing there (in_saturated_tile = 1 in "
+                "its CSV marks the cells found in them); raise --max-output or check --min-score"
+            )
+
+    def _clashes(self, path: Path) -> bool:
+        """True (and reported) if an earlier input already claimed ``path``'s output names."""
+        if path.stem in self._stems:
+            self._fail(f"{path}: same name as {self._stems[path.stem]}; its outputs would clash")
+            return True
+        self._stems[path.stem] = path
+        if path in self.zarrs and zarr_stem(path) != path.stem:
+            self._stems[zarr_stem(path)] = path
+        return False
+
+    def _write_outputs(self, path: Path):
+        """``(written, saturated_tiles)`` of segmenting one input into the output folder."""
+        args, out_dir = self.args, self.out_dir
+        if path in self.zarrs:
+            return segment_zarr(self.model, self.model_name, path, out_dir, self.options, args)
+        written, saturated_tiles = segment_file(
+            self.model, path, out_dir, self.kinds, self.options, args
+        )
+        remove_other_outputs(out_dir, path.stem, keep=written)
+        return written, saturated_tiles
+
+    def _fail(self, message: str) -> None:
+        self.failures.append(message)
+        report(f"error: {message}")
 
 
 def _collect_inputs(args, inputs) -> tuple[list[Path], list[Path], list[str]]:
