@@ -93,6 +93,11 @@ def parse_args(argv=None):
         "(RealisticCells diameter_bias; 0 = log-uniform, 1 = uniform in pixels)",
     )  # fmt: skip
     p.add_argument(
+        "--scale-range", type=float, nargs=2, default=(0.9, 1.1), metavar=("LOW", "HIGH"),
+        help="training images only: resize each by a factor drawn uniformly from [LOW, HIGH] "
+        "(upscaled images teach the softer edges that predicting with diameter= shows the model)",
+    )  # fmt: skip
+    p.add_argument(
         "--modalities",
         nargs="+",
         default=["nuclei=0.35", "cytoplasm=0.25", "brightfield=0.15", "phase=0.25"],
@@ -187,6 +192,7 @@ def training_data(args) -> LacssDataset:
         supervision="full",
         size=(args.size, args.size),
         augment=True,
+        scale_range=tuple(args.scale_range),
         seed=args.training_seed,
     )
 
@@ -458,6 +464,7 @@ def install(args, model, weights: Path, metrics: dict, steps: int) -> None:
             "size": args.size,
             "max_instances": args.max_instances,
             "diameter_bias": args.diameter_bias,
+            "scale_range": list(args.scale_range),
             "learning_rate": args.learning_rate,
             "seed": args.seed,
             "training_seed": args.training_seed,

@@ -66,3 +66,16 @@ def test_diameter_bias_tilts_only_the_training_images(script):
     held_out += list(script.test_sets(args).values())
     assert all(s.config.diameter_bias == 0.0 for s in held_out)
     assert script.training_data(script.parse_args(["--out", "x"])).samples.config.diameter_bias == 0
+
+
+def test_scale_range_reaches_the_training_augmentation_only(script):
+    args = script.parse_args(["--out", "x", "--scale-range", "0.75", "1.6"])
+    assert script.training_data(args).scale_range == (0.75, 1.6)
+    assert script.calibration_data(args).augment is False
+    assert script.training_data(script.parse_args(["--out", "x"])).scale_range == (0.9, 1.1)
+
+
+def test_a_bad_scale_range_is_refused_by_name(script):
+    args = script.parse_args(["--out", "x", "--scale-range", "2", "1"])
+    with pytest.raises(ValueError, match="scale_range must be"):
+        script.training_data(args)

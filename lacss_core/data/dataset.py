@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from lacss_core import _validation
-from lacss_core.data.augment import _size, augment, fit_to_size
+from lacss_core.data.augment import _scale_range, _size, augment, fit_to_size
 from lacss_core.data.normalize import DEFAULT_METHOD, METHODS, normalize_image
 from lacss_core.data.samples import SUPERVISIONS, Sample, batch_samples
 
@@ -119,6 +119,7 @@ class LacssDataset(keras.utils.PyDataset):
         self.drop_remainder = drop_remainder
         self.seed = int(seed)
         self.flip = flip
+        _scale_range(scale_range)  # checked now, not at the first batch; kept as given
         self.scale_range = scale_range
         self.epoch = 0
 
