@@ -133,3 +133,38 @@ def test_train_generalist_stops_on_its_time_budget_and_resumes(tmp_path):
     assert "calibrated on 2 images" in second
     assert (tmp_path / "run" / "generalist.weights.h5").stat().st_size > 0
     assert "ap50" in (tmp_path / "run" / "metrics.json").read_text()
+
+
+def test_average_weights_gives_the_mean_of_the_models(tmp_path):
+    from lacss_core.models import Lacss
+
+    paths = []
+    for k in range(2):
+        model = Lacss.from_preset("lacss_tiny", min_score=0.1 * (k + 1))
+        model.build((None, None, None, 1))
+        for variable in model.weights:
+            variable.assign(np.full(variable.shape, float(k + 1), "float32"))
+        paths.append(str(tmp_path / f"m{k}.keras"))
+        model.save(paths[-1])
+    out = tmp_path / "mean.keras"
+    assert "the mean of 2 models" in run_example("average_weights.py", *paths, "-o", str(out))
+    averaged = keras.saving.load_model(out)
+    for variable in averaged.weights:
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), 1.5)
+    assert averaged.min_score == pytest.approx(0.2)  # the last model's config
+
+
+def test_average_weights_refuses_other_architectures(tmp_path):
+    from lacss_core.models import Lacss
+
+    paths = []
+    for preset in ("lacss_tiny", "lacss_small"):
+        model = Lacss.from_preset(preset)
+        model.build((None, None, None, 1))
+        paths.append(str(tmp_path / f"{preset}.keras"))
+        model.save(paths[-1])
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "average_weights.py"), *paths, "-o", str(tmp_path / "x")],
+        env={**os.environ, "KERAS_BACKEND": BACKEND}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode != 0 and "does not have the variables of" in result.stderr
