@@ -30,17 +30,13 @@ THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def area_ratios(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per true cell matched at IoU >= 0.5 (at most one such cell exists): predicted / true area."""
-    n_true, n_pred = int(truth.max()), int(pred.max())
-    pairs = np.bincount(
-        truth.ravel().astype(np.int64) * (n_pred + 1) + pred.ravel(),
-        minlength=(n_true + 1) * (n_pred + 1),
-    ).reshape(n_true + 1, n_pred + 1)
-    area_true, area_pred, inter = pairs.sum(1)[1:], pairs.sum(0)[1:], pairs[1:, 1:]
-    union = area_true[:, None] + area_pred[None, :] - inter
-    matched = inter > 0.5 * np.maximum(union, 1)
-    rows, cols = np.nonzero(matched)
-    return area_pred[cols] / area_true[rows]
+    """Per true cell matched at IoU > 0.5 (at most one such cell exists): predicted / true area."""
+    from lacss_core.metrics import _Overlaps
+
+    table = _Overlaps.of(pred, truth)
+    pred_areas, true_areas = table.pred_areas[table.pair_pred], table.gt_areas[table.pair_gt]
+    matched = 2 * table.pair_intersection > pred_areas + true_areas - table.pair_intersection
+    return pred_areas[matched] / true_areas[matched]
 
 
 def scores(preds, truths) -> dict:

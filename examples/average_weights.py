@@ -44,9 +44,10 @@ def main(argv=None) -> None:
     import keras
 
     import lacss_core.models  # noqa: F401  (registers Lacss for load_model)
+    from lacss_core.train import save_model
 
     model = average_weights([keras.saving.load_model(path) for path in args.models])
-    model.save(args.output)
+    save_model(model, args.output)  # atomic: a crash leaves no half-written model
     print(f"wrote {args.output}: the mean of {len(args.models)} models")
 
 
