@@ -527,6 +527,25 @@ AUTO_PASSES = 3
 AUTO_TOLERANCE = 0.1
 
 
+def parse_diameter(text: str, *, empty_means_none: bool = False) -> float | str | None:
+    """A ``diameter`` typed by a person (the CLI's ``--diameter``, napari's field): ``"auto"``
+    (any case), a number of pixels > 0 as a float, or, with ``empty_means_none``, None for an
+    empty text (use ``scale`` instead). Raises ValueError naming the text otherwise."""
+    text = text.strip()
+    if not text and empty_means_none:
+        return None
+    if text.lower() == "auto":
+        return "auto"
+    try:
+        diameter = float(text)
+    except ValueError:
+        diameter = math.nan
+    if not 0 < diameter < math.inf:
+        choices = "empty, 'auto' or" if empty_means_none else "'auto' or"
+        raise ValueError(f"diameter must be {choices} a number of pixels > 0, got {text!r}")
+    return diameter
+
+
 def _diameter_scale(model, diameter, scale):
     """The scale ``diameter`` asks for (a float, or ``"auto"``), or ``scale`` without one."""
     if diameter is None:

@@ -109,6 +109,15 @@ def test_predict_with_a_bad_model_name(images, tmp_path, capsys):
     assert "neither a .keras file nor a preset" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text", ["0", "-3", "nan", "inf", "big"])
+def test_predict_refuses_a_bad_diameter_before_loading_anything(images, tmp_path, capsys, text):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["predict", str(images), "-o", str(tmp_path / "o"), "--diameter", text])
+    assert stopped.value.code == 2
+    assert "diameter must be 'auto' or a number of pixels > 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def write_label(path, label):
     tifffile.imwrite(path, label.astype(np.uint16))
 

@@ -14,7 +14,7 @@ import pytest
 from keras import ops
 
 from lacss_core import tiling
-from lacss_core.predict import predict_instances
+from lacss_core.predict import parse_diameter, predict_instances
 
 CROP = 16
 RADIUS = 5.0
@@ -248,6 +248,14 @@ def test_diameter_is_scale_from_the_training_diameter():
             segment(model, image, diameter=bad)
     with pytest.raises(ValueError, match="not both"):
         segment(model, image, diameter=10, scale=2.0)
+
+
+def test_parse_diameter_reads_what_people_type():
+    assert parse_diameter(" 30 ") == 30.0 and parse_diameter("AUTO") == "auto"
+    assert parse_diameter("", empty_means_none=True) is None
+    for text in ["", "0", "-1", "nan", "inf", "30 px"]:
+        with pytest.raises(ValueError, match=f"a number of pixels > 0, got {text!r}"):
+            parse_diameter(text)
 
 
 class ConeModel(MarkerModel):

@@ -127,7 +127,7 @@ def _add_scale_options(p) -> None:
     )
     g.add_argument(
         "--diameter",
-        type=parse_diameter,
+        type=diameter_argument,
         help="typical cell diameter in pixels (instead of --scale: images are resized by the "
         "model's training diameter / this), or 'auto' to estimate it from a first pass",
     )
@@ -239,16 +239,14 @@ def parse_channels(text: str | None):
     return indices
 
 
-def parse_diameter(text: str):
-    """``--diameter``: ``"auto"`` or a number of pixels."""
-    if text.strip().lower() == "auto":
-        return "auto"
+def diameter_argument(text: str):
+    """``--diameter``: ``"auto"`` or a number of pixels > 0."""
+    from lacss_core.predict import parse_diameter  # lazy: keeps ``lacss --help`` fast
+
     try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number of pixels or 'auto', got {text!r}"
-        ) from None
+        return parse_diameter(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def predict_options(args) -> dict:

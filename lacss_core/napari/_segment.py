@@ -8,8 +8,6 @@ on every run: ``"<image> cells"`` (Labels, each plane numbered 1..n by descendin
 
 from __future__ import annotations
 
-import math
-
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -140,7 +138,9 @@ class SegmentWidget(Container):
 
     def size_options(self) -> dict:
         """``{"scale": s}``, or ``{"diameter": d}`` when the diameter field is filled in."""
-        diameter = parse_diameter(self.diameter.value)
+        from lacss_core.predict import parse_diameter
+
+        diameter = parse_diameter(self.diameter.value, empty_means_none=True)
         if diameter is None:
             return {"scale": float(self.scale.value)}
         if float(self.scale.value) != 1:
@@ -198,22 +198,6 @@ def parse_channels(text: str):
         raise ValueError(
             f"channels must be empty, 'grey' or channel indices such as 1 or 0,0,0, got {text!r}"
         ) from None
-
-
-def parse_diameter(text: str) -> float | str | None:
-    """The diameter field: empty (None: use scale), ``auto`` or a number of pixels > 0."""
-    text = text.strip()
-    if not text:
-        return None
-    if text.lower() == "auto":
-        return "auto"
-    try:
-        diameter = float(text)
-    except ValueError:
-        diameter = math.nan
-    if not 0 < diameter < math.inf:
-        raise ValueError(f"diameter must be empty, 'auto' or a number of pixels > 0, got {text!r}")
-    return diameter
 
 
 def channels_field() -> LineEdit:
