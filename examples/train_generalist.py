@@ -48,7 +48,7 @@ import keras
 import numpy as np
 
 from lacss_core._atomic import atomic_path
-from lacss_core.calibrate import calibrate, describe
+from lacss_core.calibrate import METRICS, calibrate, describe
 from lacss_core.data import LacssDataset, RealisticCells
 from lacss_core.data.realistic import MODALITIES
 from lacss_core.metrics import coco_mask_ap, object_accuracy
@@ -112,6 +112,12 @@ def parse_args(argv=None):
         type=int,
         default=32,
         help="mixed images (seeds of their own) on which the thresholds are calibrated (0: off)",
+    )
+    p.add_argument(
+        "--calibration-metric",
+        choices=METRICS,
+        default="f1",
+        help="what the threshold calibration maximises (lacss_core.calibrate.METRICS)",
     )
     p.add_argument("--test-size", type=int, default=256)
     p.add_argument(
@@ -513,7 +519,9 @@ def main(argv=None) -> None:
     model = models[chosen]
     calibration = None
     if args.calibration_images:
-        calibration = calibrate(model, threshold_data(args), store=True)
+        calibration = calibrate(
+            model, threshold_data(args), metric=args.calibration_metric, store=True
+        )
         print(f"\ncalibrated on {args.calibration_images} images: {describe(calibration)}")
         metrics[f"{chosen}, calibrated"] = evaluate(model, sets)
         print_metrics(

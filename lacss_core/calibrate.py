@@ -34,9 +34,14 @@ import numpy as np
 from lacss_core import _validation
 from lacss_core.postprocess import DEFAULT_MAX_OVERLAP
 
-#: Scores that :func:`calibrate` maximises: F1 at IoU 0.5 (optimal one-to-one matching,
-#: ``metrics.object_accuracy``) or COCO AP50 (``metrics.coco_mask_ap``), all images pooled.
-METRICS = ("f1", "ap50")
+#: Scores that :func:`calibrate` maximises, all images pooled: ``"f1"``, F1 at IoU 0.5 (optimal
+#: one-to-one matching, ``metrics.object_accuracy``); ``"f1_mean"``, the mean of F1 at IoU 0.5,
+#: 0.55, ..., 0.95 (``metrics.IOU_THRESHOLDS``: the F1 twin of COCO mAP, so the mask threshold
+#: is chosen for tight masks too, not only for crossing IoU 0.5); ``"ap50"``, COCO AP50
+#: (``metrics.coco_mask_ap``).
+METRICS = ("f1", "f1_mean", "ap50")
+#: The IoU thresholds each F1 metric counts matches at.
+F1_IOUS = {"f1": (0.5,), "f1_mean": tuple(float(t) for t in np.linspace(0.5, 0.95, 10))}
 #: Default grids. min_score is nearly free (no painting), so its grid is fine.
 DEFAULT_MIN_SCORES = tuple(round(0.05 * i, 2) for i in range(1, 19))  # 0.05 .. 0.9
 DEFAULT_SEGMENTATION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -96,7 +101,8 @@ def calibrate(
         segmentation_thresholds: patch probability thresholds to try, each in ``[0, 1)``.
         nms_distances: NMS distances in pixels to try, each ``>= 0``; default
             ``DEFAULT_NMS_FACTORS`` times the LPN stride (4, 8, 12, 16 px for stride 8).
-        metric: ``"f1"`` (F1 at IoU 0.5) or ``"ap50"``.
+        metric: ``"f1"`` (F1 at IoU 0.5), ``"f1_mean"`` (mean F1 at IoU 0.5:0.05:0.95) or
+            ``"ap50"`` (see ``METRICS``).
         store: also write the chosen values into the model (:func:`apply_calibration`).
         scale, diameter, normalize, channels, clean_masks, max_overlap, min_area, max_output:
             as for ``predict_instances`` (``diameter`` a number, not ``"auto"``); use the values
@@ -107,7 +113,8 @@ def calibrate(
         ``metric``; ``score`` (the metric at the chosen values); ``default``, a dict of the
         model's values before calibration and their ``score``; ``table``, one dict per setting
         (``min_score``, ``segmentation_threshold``, ``nms_distance``, ``score``, ``n_pred``,
-        and for F1 ``tp``, ``fp``, ``fn``, ``precision``, ``recall``), sorted by the three
+        and for the F1 metrics ``tp``, ``fp``, ``fn``, ``precision``, ``recall`` at IoU 0.5),
+        sorted by the three
         values; ``grid`` (the three sorted grids tried); ``images`` and ``cells`` (ground-truth
         instances) counted.
     Raises:
@@ -402,12 +409,14 @@ def _paint(out, threshold, shape, options):
 
 # ---------------------------------------------------------------------------- scores
 class _Tally:
-    """Per-setting counts (F1) or matched detections (AP50), pooled over images."""
+    """Per-setting counts (the F1 metrics) or matched detections (AP50), pooled over images."""
 
     def __init__(self, grids, metric):
         self.grids, self.metric = grids, metric
         self.min_scores = np.asarray(grids["min_score"], np.float32)  # SPEC 1: float32 decisions
-        self.counts = {}  # (distance, threshold) -> (M, 3) int: tp, fp, fn per min_score
+        self.ious = F1_IOUS.get(metric, ())
+        # (distance, threshold) -> (M, T, 3) int: tp, fp, fn per min_score and IoU threshold
+        self.counts = {}
         self.detections = {}  # (distance, threshold) -> [(scores, matched)] per image
         self.images = self.cells = 0
 
@@ -418,15 +427,16 @@ class _Tally:
         # _finalize numbers cells 1..n by descending score, so prediction index i is score i.
         kept = np.searchsorted(-scores, -self.min_scores, side="right")  # cells >= each score
         key = (distance, threshold)
-        if self.metric == "f1":
-            counts = self.counts.setdefault(key, np.zeros((len(kept), 3), np.int64))
+        if self.ious:
+            counts = self.counts.setdefault(key, np.zeros((len(kept), len(self.ious), 3), np.int64))
             ious = overlaps.iou()
             for row, n in enumerate(kept):
-                keep = (ious >= 0.5) & (overlaps.pair_pred < n)
-                tp, _ = metrics._max_matching(
-                    overlaps.pair_pred[keep], overlaps.pair_gt[keep], ious[keep]
-                )
-                counts[row] += (tp, n - tp, overlaps.n_gt - tp)
+                for column, iou in enumerate(self.ious):
+                    keep = (ious >= iou) & (overlaps.pair_pred < n)
+                    tp, _ = metrics._max_matching(
+                        overlaps.pair_pred[keep], overlaps.pair_gt[keep], ious[keep]
+                    )
+                    counts[row, column] += (tp, n - tp, overlaps.n_gt - tp)
         else:  # greedy matching in score order: the first n detections match as on their own
             matched = metrics._coco_greedy_matches(overlaps, np.arange(overlaps.n_pred))[0]
             self.detections.setdefault(key, []).append((scores, matched, overlaps.n_gt))
@@ -444,15 +454,17 @@ class _Tally:
         return sorted(rows, key=lambda r: tuple(r[k] for k in CALIBRATED))
 
     def _keys(self):
-        return self.counts if self.metric == "f1" else self.detections
+        return self.counts if self.ious else self.detections
 
     def _score(self, distance, threshold, row) -> dict:
         from lacss_core import metrics
 
-        if self.metric == "f1":
-            tp, fp, fn = (int(v) for v in self.counts[(distance, threshold)][row])
+        if self.ious:
+            counts = self.counts[(distance, threshold)][row]
+            f1s = [metrics._safe_ratio(2 * tp, 2 * tp + fp + fn) for tp, fp, fn in counts]
+            tp, fp, fn = (int(v) for v in counts[0])  # at IoU 0.5
             return {
-                "score": metrics._safe_ratio(2 * tp, 2 * tp + fp + fn),
+                "score": float(np.mean(f1s)),
                 "n_pred": tp + fp,
                 "tp": tp,
                 "fp": fp,
@@ -501,7 +513,7 @@ def _choose(table, grids, defaults, metric) -> dict:
 def describe(result: dict) -> str:
     """One line: the chosen values and the score before and after."""
     values = ", ".join(f"{k} {result[k]:g}" for k in CALIBRATED)
-    metric = "F1" if result["metric"] == "f1" else "AP50"
+    metric = {"f1": "F1", "f1_mean": "mean F1 at IoU 0.5-0.95"}.get(result["metric"], "AP50")
     return (
         f"calibrated on {result['images']} validation image(s): {values}; {metric} "
         f"{result['default']['score']:.3f} at the previous values -> {result['score']:.3f}"

@@ -11,7 +11,13 @@ import keras
 import numpy as np
 import pytest
 
-from lacss_core.calibrate import apply_calibration, calibrate, current_values, format_table
+from lacss_core.calibrate import (
+    apply_calibration,
+    calibrate,
+    current_values,
+    describe,
+    format_table,
+)
 from lacss_core.data import LacssDataset, Sample, SyntheticCells
 from lacss_core.metrics import coco_mask_ap, object_accuracy
 from lacss_core.models import Lacss
@@ -95,6 +101,22 @@ def test_ap50_metric_matches_coco_mask_ap(model, validation):
         ap = coco_mask_ap([o[0] for o in outs], [s.label for s in validation],
                           [o[1]["scores"] for o in outs])  # fmt: skip
         assert row["score"] == pytest.approx(ap.ap50, abs=1e-12), settings
+
+
+def test_f1_mean_metric_is_the_mean_of_object_accuracy_over_coco_ious(model, validation):
+    grids = dict(min_scores=[0.1, 0.3], segmentation_thresholds=[0.3, 0.6], nms_distances=[8.0])
+    result = calibrate(model, validation, metric="f1_mean", **grids)
+    assert result["metric"] == "f1_mean"
+    truth, tighter_counts_less = [s.label for s in validation], []
+    for row in result["table"]:
+        settings = chosen(row)
+        labels = [predict_instances(model, s.image, **settings)[0] for s in validation]
+        f1s = [object_accuracy(labels, truth, iou).f1 for iou in np.linspace(0.5, 0.95, 10)]
+        assert row["score"] == pytest.approx(np.mean(f1s), abs=1e-12), settings
+        assert row["tp"] == object_accuracy(labels, truth, 0.5).tp  # the counts are at IoU 0.5
+        tighter_counts_less.append(row["score"] < f1s[0])
+    assert any(tighter_counts_less)
+    assert "mean F1 at IoU 0.5-0.95" in describe(result)
 
 
 def test_tiled_images_are_scored_by_predict_instances(model):
@@ -253,8 +275,9 @@ def test_cli_calibrate_writes_a_calibrated_model(model, validation, tmp_path, ca
     assert main(["calibrate", str(original), str(tmp_path / "nothing"), "-o", "y.keras"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
-    assert main([*args, "--in-place", "--min-scores", "0.1,0.3"]) == 0
+    assert main([*args, "--in-place", "--min-scores", "0.1,0.3", "--metric", "f1_mean"]) == 0
     assert keras.saving.load_model(original).calibration["images"] == 3
+    assert keras.saving.load_model(original).calibration["metric"] == "f1_mean"
 
 
 def test_lacss_train_calibrates_unless_told_not_to():

@@ -79,3 +79,12 @@ def test_a_bad_scale_range_is_refused_by_name(script):
     args = script.parse_args(["--out", "x", "--scale-range", "2", "1"])
     with pytest.raises(ValueError, match="scale_range must be"):
         script.training_data(args)
+
+
+def test_calibration_metric_is_one_of_calibrates_metrics(script, capsys):
+    assert script.parse_args(["--out", "x"]).calibration_metric == "f1"
+    args = script.parse_args(["--out", "x", "--calibration-metric", "f1_mean"])
+    assert args.calibration_metric == "f1_mean"
+    with pytest.raises(SystemExit):
+        script.parse_args(["--out", "x", "--calibration-metric", "ap75"])
+    assert "invalid choice: 'ap75'" in capsys.readouterr().err

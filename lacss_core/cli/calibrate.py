@@ -44,11 +44,15 @@ def add_calibrate_parser(subparsers) -> None:
 
 def _add_grid_options(p) -> None:
     """What is maximised, the values tried, and the report."""
-    from lacss_core.calibrate import DEFAULT_MIN_SCORES, DEFAULT_SEGMENTATION_THRESHOLDS
+    from lacss_core.calibrate import DEFAULT_MIN_SCORES, DEFAULT_SEGMENTATION_THRESHOLDS, METRICS
 
     g = p.add_argument_group("search")
     g.add_argument(
-        "--metric", choices=("f1", "ap50"), default="f1", help="what to maximise (default: f1)"
+        "--metric",
+        choices=METRICS,
+        default="f1",
+        help="what to maximise: f1 (F1 at IoU 0.5, the default), f1_mean (mean F1 at IoU "
+        "0.5-0.95, for tight masks too) or ap50",
     )
     g.add_argument(
         "--min-scores",
