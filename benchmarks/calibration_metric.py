@@ -21,6 +21,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+from mask_quality import load  # a shipped model's name or a .keras path
+
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_generalist.py"
 
 
@@ -30,16 +32,6 @@ def generalist_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def load(name: str):
-    import keras
-
-    from lacss_core.models import Lacss
-
-    if name.endswith(".keras"):
-        return keras.saving.load_model(name)
-    return Lacss.from_preset("lacss_small", weights=name)
 
 
 def measure(model, metric: str, script, args) -> dict:

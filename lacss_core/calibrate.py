@@ -40,8 +40,6 @@ from lacss_core.postprocess import DEFAULT_MAX_OVERLAP
 #: is chosen for tight masks too, not only for crossing IoU 0.5); ``"ap50"``, COCO AP50
 #: (``metrics.coco_mask_ap``).
 METRICS = ("f1", "f1_mean", "ap50")
-#: The IoU thresholds each F1 metric counts matches at.
-F1_IOUS = {"f1": (0.5,), "f1_mean": tuple(float(t) for t in np.linspace(0.5, 0.95, 10))}
 #: Default grids. min_score is nearly free (no painting), so its grid is fine.
 DEFAULT_MIN_SCORES = tuple(round(0.05 * i, 2) for i in range(1, 19))  # 0.05 .. 0.9
 DEFAULT_SEGMENTATION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -114,9 +112,8 @@ def calibrate(
         model's values before calibration and their ``score``; ``table``, one dict per setting
         (``min_score``, ``segmentation_threshold``, ``nms_distance``, ``score``, ``n_pred``,
         and for the F1 metrics ``tp``, ``fp``, ``fn``, ``precision``, ``recall`` at IoU 0.5),
-        sorted by the three
-        values; ``grid`` (the three sorted grids tried); ``images`` and ``cells`` (ground-truth
-        instances) counted.
+        sorted by the three values; ``grid`` (the three sorted grids tried); ``images`` and
+        ``cells`` (ground-truth instances) counted.
     Raises:
         ValueError: no samples, a sample without a label or whose label does not fit its image,
             no ground-truth cell at all, a bad grid (empty, not numbers, out of range), an
@@ -408,13 +405,20 @@ def _paint(out, threshold, shape, options):
 
 
 # ---------------------------------------------------------------------------- scores
+def _f1_ious(metric: str) -> tuple[float, ...]:
+    """The IoU thresholds an F1 metric counts matches at (none for AP50)."""
+    from lacss_core import metrics  # lazy: scipy
+
+    return {"f1": (0.5,), "f1_mean": tuple(metrics.IOU_THRESHOLDS.tolist())}.get(metric, ())
+
+
 class _Tally:
     """Per-setting counts (the F1 metrics) or matched detections (AP50), pooled over images."""
 
     def __init__(self, grids, metric):
         self.grids, self.metric = grids, metric
         self.min_scores = np.asarray(grids["min_score"], np.float32)  # SPEC 1: float32 decisions
-        self.ious = F1_IOUS.get(metric, ())
+        self.ious = _f1_ious(metric)
         # (distance, threshold) -> (M, T, 3) int: tp, fp, fn per min_score and IoU threshold
         self.counts = {}
         self.detections = {}  # (distance, threshold) -> [(scores, matched)] per image
