@@ -61,6 +61,7 @@ class Settings:
     threshold: float
     max_output: int
     pre_nms_topk: int
+    augment: bool = False  # flip test-time augmentation (lacss_core.augment)
 
 
 class Network:
@@ -237,7 +238,7 @@ class Network:
             function, self.model.variables, self.compile_options
         )
 
-    def _inside(self, images, size):
+    def _inside(self, images, size, augment=False):
         """``(candidates, candidate_scores, shared_features)`` of the bucket-padded ``images``
         as the ``size``-pixel image would give them: candidates of LPN grid cells outside the
         image's ``ceil(H/s) x ceil(W/s)`` grid get score -1 (below any ``min_score``; their
@@ -246,14 +247,22 @@ class Network:
 
         ``dense_forward`` must return ``lpn_scores (B, gh, gw)`` whose row-major grid the
         candidates are flattened from; on a bucket (a multiple of 32) the grid stride is
-        ``Hb / gh`` exactly.
+        ``Hb / gh`` exactly. With ``augment``, the four flips' dense part
+        (``lacss_core.augment.dense_forward``): merged LPN maps, one shared map per flip.
         """
         from keras import ops
 
-        dense = self.model.dense_forward(images, training=False)
+        side_h, side_w = int(images.shape[1]), int(images.shape[2])
+        if augment:
+            from lacss_core import augment as flips
+
+            dense = flips.dense_forward(self.model, images)
+            side_h, side_w = flips.canvas_shape(images)  # the grid covers the padded canvas
+        else:
+            dense = self.model.dense_forward(images, training=False)
         candidates, scores = dense["candidates"], dense["candidate_scores"]
         grid_h, grid_w = (int(n) for n in dense["lpn_scores"].shape[1:3])
-        stride_h, stride_w = images.shape[1] // grid_h, images.shape[2] // grid_w
+        stride_h, stride_w = side_h // grid_h, side_w // grid_w
         cells = ops.arange(grid_h * grid_w, dtype="int32")
         inside = ops.logical_and(
             (cells // grid_w) * stride_h < size[0], (cells % grid_w) * stride_w < size[1]
@@ -264,14 +273,14 @@ class Network:
         return candidates, scores, dense["shared_features"]
 
     def _propose(self, images, size, *, settings, image_shape):
-        candidates, candidate_scores, shared = self._inside(images, size)
+        candidates, candidate_scores, shared = self._inside(images, size, settings.augment)
         locations, scores, active = self._nms(
             candidates, candidate_scores, settings=settings, image_shape=image_shape
         )
         return locations, scores, shared, active
 
     def _dense(self, images, size, *, settings, image_shape):
-        return self._inside(images, size)
+        return self._inside(images, size, settings.augment)
 
     def _nms(self, candidates, candidate_scores, *, settings, image_shape):
         from keras import ops
@@ -305,7 +314,15 @@ class Network:
     def _instances(self, shared, locations):
         from keras import ops
 
-        instances = self.model.segment_locations(shared, locations)
+        if int(shared.shape[0]) == 1:
+            instances = self.model.segment_locations(shared, locations)
+        else:  # one shared map per flip (augment)
+            from lacss_core import augment as flips
+
+            canvas = (2 * int(shared.shape[1]), 2 * int(shared.shape[2]))
+            instances = flips.merge_patches(
+                self.model.segment_locations, shared, locations, self.crop_size, canvas
+            )
         valid = instances["valid"]
         return instances, ops.where(valid[..., None], locations, -ops.ones_like(locations))
 

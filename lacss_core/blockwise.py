@@ -600,6 +600,7 @@ def prepare_job(model, spec, image, output, *, plane=None, block_size=DEFAULT_BL
     settings = predict._resolve_settings(
         network, options.get("min_score"), options.get("nms_distance"),
         options.get("segmentation_threshold"), options.get("max_output"),
+        options.get("augment", False),
     )  # fmt: skip
     tile, overlap = predict._tiling(
         source.shape, options.get("tile_size"), options.get("tile_overlap"), network, settings

@@ -66,6 +66,22 @@ def test_predict_writes_every_output_and_reports_the_corrupt_file(
     assert iio.imread(out / "colour_overlay.png").shape == (48, 64, 3)
 
 
+def test_predict_augment_gives_the_labels_of_predict_instances_augment(
+    model_path, images, tmp_path
+):
+    from lacss_core.predict import predict_instances
+
+    out = tmp_path / "out"
+    argv = ["predict", model_path, str(images / "grey.tif"), "-o", str(out), "--augment"]
+    assert cli.main(argv) == 0
+    model = keras.saving.load_model(model_path)
+    image = tifffile.imread(images / "grey.tif")
+    plain, _ = predict_instances(model, image)
+    augmented, _ = predict_instances(model, image, augment=True)
+    assert not np.array_equal(plain, augmented)
+    np.testing.assert_array_equal(tifffile.imread(out / "grey_label.tif"), augmented)
+
+
 def test_predict_reports_saturated_tiles(model_path, images, tmp_path, capsys):
     # min_score 0 on random weights: proposals everywhere, far more than 16 slots hold
     out = tmp_path / "out"

@@ -245,6 +245,13 @@ def test_segment_widget_passes_max_overlap_and_diameter(viewer):
     assert widget.predict_options()["diameter"] == "auto"
 
 
+def test_segment_widget_flip_averaging_is_off_until_ticked(viewer):
+    widget = SegmentWidget(viewer)
+    assert widget.predict_options()["augment"] is False
+    widget.augment.value = True
+    assert widget.predict_options()["augment"] is True
+
+
 @pytest.mark.parametrize("text", ["0", "-4", "nan", "inf", "big"])
 def test_segment_widget_refuses_a_bad_diameter_by_name(viewer, text):
     widget = SegmentWidget(viewer)

@@ -193,6 +193,8 @@ def test_interrupted_run_resumes_and_skips_finished_blocks(
     assert predict_zarr(model, image_path, out, block_size=BLOCK) == summary  # complete: no work
     with pytest.raises(ValueError, match="other settings.*min_area.*overwrite"):
         predict_zarr(model, image_path, out, block_size=BLOCK, min_area=30)
+    with pytest.raises(ValueError, match="other settings.*augment.*overwrite"):
+        predict_zarr(model, image_path, out, block_size=BLOCK, augment=True)
 
 
 class KillOnce(distributed.WorkerPlugin):

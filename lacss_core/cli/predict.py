@@ -113,6 +113,12 @@ def _add_detection_options(p) -> None:
         help="keep the masks as painted (default: each cell's largest piece, holes filled)",
     )
     add_max_overlap_option(g)
+    g.add_argument(
+        "--augment",
+        action="store_true",
+        help="average the model over the image and its three flips (test-time augmentation: "
+        "smoother masks and steadier scores, about 4x slower)",
+    )
 
 
 def _add_scale_options(p) -> None:
@@ -265,6 +271,7 @@ def predict_options(args) -> dict:
         tile_overlap=args.tile_overlap,
         max_output=args.max_output,
         channels=parse_channels(args.channels),
+        augment=args.augment,
     )
 
 
