@@ -303,7 +303,7 @@ class Network:
         return locations, scores, active
 
     def _patches(self, shared, locations, scores, *, settings, image_shape):
-        instances, locations = self._instances(shared, locations)
+        instances, locations = self._instances(shared, locations, settings.augment)
         return {
             "locations": locations,
             "scores": scores,
@@ -311,12 +311,12 @@ class Network:
             "origins": instances["origins"],
         }
 
-    def _instances(self, shared, locations):
+    def _instances(self, shared, locations, augment):
         from keras import ops
 
-        if int(shared.shape[0]) == 1:
+        if not augment:
             instances = self.model.segment_locations(shared, locations)
-        else:  # one shared map per flip (augment)
+        else:  # one shared map per flip
             from lacss_core import augment as flips
 
             canvas = (2 * int(shared.shape[1]), 2 * int(shared.shape[2]))
@@ -332,7 +332,7 @@ class Network:
         from lacss_core import ops as lops
         from lacss_core.ops.patches import paste_indices
 
-        instances, locations = self._instances(shared, locations)
+        instances, locations = self._instances(shared, locations, settings.augment)
         patches = instances["patches"]
         ranks = lops.render_label(
             patches, locations, scores, image_shape, threshold=settings.threshold
@@ -350,7 +350,7 @@ class Network:
     def _masks(self, shared, locations, scores, size, *, settings, image_shape):
         from keras import ops
 
-        instances, locations = self._instances(shared, locations)
+        instances, locations = self._instances(shared, locations, settings.augment)
         return {
             "locations": locations,
             "scores": scores,

@@ -75,6 +75,7 @@ def calibrate(
     max_overlap: float = DEFAULT_MAX_OVERLAP,
     min_area: int = 0,
     max_output=None,
+    augment: bool = False,
     verbose: int = 0,
 ) -> dict:
     """Choose the prediction thresholds that maximise ``metric`` on labelled validation images.
@@ -102,9 +103,10 @@ def calibrate(
         metric: ``"f1"`` (F1 at IoU 0.5), ``"f1_mean"`` (mean F1 at IoU 0.5:0.05:0.95) or
             ``"ap50"`` (see ``METRICS``).
         store: also write the chosen values into the model (:func:`apply_calibration`).
-        scale, diameter, normalize, channels, clean_masks, max_overlap, min_area, max_output:
-            as for ``predict_instances`` (``diameter`` a number, not ``"auto"``); use the values
-            you will predict with.
+        scale, diameter, normalize, channels, clean_masks, max_overlap, min_area, max_output,
+        augment: as for ``predict_instances`` (``diameter`` a number, not ``"auto"``); use the
+            values you will predict with (thresholds chosen with ``augment=True`` suit
+            prediction with it).
         verbose: 1 prints a line per image to stderr.
     Returns:
         dict: the chosen ``min_score``, ``segmentation_threshold``, ``nms_distance`` (floats);
@@ -113,7 +115,7 @@ def calibrate(
         (``min_score``, ``segmentation_threshold``, ``nms_distance``, ``score``, ``n_pred``,
         and for the F1 metrics ``tp``, ``fp``, ``fn``, ``precision``, ``recall`` at IoU 0.5),
         sorted by the three values; ``grid`` (the three sorted grids tried); ``images`` and
-        ``cells`` (ground-truth instances) counted.
+        ``cells`` (ground-truth instances) counted; ``augment`` (bool).
     Raises:
         ValueError: no samples, a sample without a label or whose label does not fit its image,
             no ground-truth cell at all, a bad grid (empty, not numbers, out of range), an
@@ -128,7 +130,7 @@ def calibrate(
     grids = _grids(model, min_scores, segmentation_thresholds, nms_distances, defaults)
     options = _prediction_options(
         model, network, grids, scale, diameter, normalize, channels, clean_masks, max_overlap,
-        min_area, max_output,
+        min_area, max_output, augment,
     )  # fmt: skip
     tally = _Tally(grids, metric)
     for index, (name, image, label) in enumerate(_labelled(samples)):
@@ -146,7 +148,7 @@ def calibrate(
             "needs labelled cells"
         )
     result = _choose(tally.table(), grids, defaults, metric)
-    result.update(images=tally.images, cells=tally.cells)
+    result.update(images=tally.images, cells=tally.cells, augment=options.low.augment)
     if store:
         apply_calibration(model, result)
     return result
@@ -199,7 +201,8 @@ def apply_calibration(model, chosen: dict) -> None:
 
 def _record(result: dict, before: dict) -> dict:
     """The JSON-able summary of a calibration kept in the model's config."""
-    record = {key: result[key] for key in ("metric", "score", "images", "cells") if key in result}
+    kept = ("metric", "score", "images", "cells", "augment")
+    record = {key: result[key] for key in kept if key in result}
     record["default"] = result.get("default", {**before, "score": None})
     if "grid" in result:
         record["grid"] = result["grid"]
@@ -266,7 +269,8 @@ class _Options:
 
 
 def _prediction_options(model, network, grids, scale, diameter, normalize, channels,
-                        clean_masks, max_overlap, min_area, max_output) -> _Options:  # fmt: skip
+                        clean_masks, max_overlap, min_area, max_output,
+                        augment) -> _Options:  # fmt: skip
     from lacss_core import predict as P
 
     if isinstance(diameter, str) and diameter == "auto":
@@ -287,9 +291,10 @@ def _prediction_options(model, network, grids, scale, diameter, normalize, chann
         max_overlap=max_overlap,
         max_output=max_output,
         channels=channels,
+        augment=augment,
     )
     low = P._resolve_settings(
-        network, grids["min_score"][0], grids["nms_distance"][0], 0.0, max_output
+        network, grids["min_score"][0], grids["nms_distance"][0], 0.0, max_output, augment
     )
     return _Options(
         low=low,
@@ -375,7 +380,7 @@ def _segmentations(model, network, image, options: _Options):
                     nms_distance=setting.nms_distance, segmentation_threshold=threshold,
                     min_area=options.min_area, scale=options.scale, normalize=options.normalize,
                     clean_masks=options.clean_masks, max_overlap=options.max_overlap,
-                    max_output=setting.max_output,
+                    max_output=setting.max_output, augment=setting.augment,
                     progress=False, channels=options.channels,
                 )  # fmt: skip
                 yield setting.nms_distance, threshold, label, details["scores"]

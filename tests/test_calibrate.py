@@ -119,6 +119,21 @@ def test_f1_mean_metric_is_the_mean_of_object_accuracy_over_coco_ious(model, val
     assert "mean F1 at IoU 0.5-0.95" in describe(result)
 
 
+def test_augmented_calibration_scores_augmented_predictions(model, validation):
+    grids = dict(min_scores=[0.1, 0.3], segmentation_thresholds=[0.4, 0.6], nms_distances=[8.0])
+    result = calibrate(model, validation, augment=True, **grids)
+    plain = calibrate(model, validation, **grids)
+    assert result["augment"] is True and plain["augment"] is False
+    assert [r["score"] for r in result["table"]] != [r["score"] for r in plain["table"]]
+    for row in result["table"]:
+        settings = chosen(row)
+        expected = f1(model, validation, augment=True, **settings)
+        assert row["score"] == pytest.approx(expected, abs=1e-12), settings
+    copy = fresh_copy(model)
+    apply_calibration(copy, result)
+    assert copy.calibration["augment"] is True
+
+
 def test_tiled_images_are_scored_by_predict_instances(model):
     """An image larger than the default tile size takes predict_instances' tiled path."""
     big = SyntheticCells(1, seed=300, size=(200, 200), n_cells=30, radius=(5.0, 8.0))
@@ -278,6 +293,10 @@ def test_cli_calibrate_writes_a_calibrated_model(model, validation, tmp_path, ca
     assert main([*args, "--in-place", "--min-scores", "0.1,0.3", "--metric", "f1_mean"]) == 0
     assert keras.saving.load_model(original).calibration["images"] == 3
     assert keras.saving.load_model(original).calibration["metric"] == "f1_mean"
+    assert keras.saving.load_model(original).calibration["augment"] is False
+    augmented = [*args, "--in-place", "--min-scores", "0.1,0.3", "--thresholds", "0.5"]
+    assert main([*augmented, "--augment"]) == 0
+    assert keras.saving.load_model(original).calibration["augment"] is True
 
 
 def test_lacss_train_calibrates_unless_told_not_to():

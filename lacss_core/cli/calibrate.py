@@ -103,6 +103,12 @@ def _add_prediction_options(p) -> None:
         help="score the masks as painted (default: largest piece, holes filled)",
     )
     add_max_overlap_option(g, "score without")
+    g.add_argument(
+        "--augment",
+        action="store_true",
+        help="segment with flip test-time augmentation (for models you predict with "
+        "`lacss predict --augment`)",
+    )
 
 
 def parse_numbers(text: str) -> list[float]:
@@ -180,6 +186,7 @@ def run_calibrate(args) -> int:
         clean_masks=args.clean_masks,
         max_overlap=args.max_overlap,
         min_area=args.min_area,
+        augment=args.augment,
     )
     print(format_table(result))
     save_model(model, output)
