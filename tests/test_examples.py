@@ -133,6 +133,12 @@ def test_train_generalist_stops_on_its_time_budget_and_resumes(tmp_path):
     assert "calibrated on 2 images" in second
     assert (tmp_path / "run" / "generalist.weights.h5").stat().st_size > 0
     assert "ap50" in (tmp_path / "run" / "metrics.json").read_text()
+    third = run_example(
+        "train_generalist.py", *args, "--evaluate-only", "--choose-by", "calibrated"
+    )
+    assert "last model calibrated on 2 images" in third
+    assert "best model calibrated on 2 images" in third
+    assert third.count("calibrated on 2 images") == 2  # the chosen one is not calibrated again
 
 
 def test_average_weights_gives_the_mean_of_the_models(tmp_path):

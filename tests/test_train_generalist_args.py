@@ -88,3 +88,11 @@ def test_calibration_metric_is_one_of_calibrates_metrics(script, capsys):
     with pytest.raises(SystemExit):
         script.parse_args(["--out", "x", "--calibration-metric", "ap75"])
     assert "invalid choice: 'ap75'" in capsys.readouterr().err
+
+
+def test_choose_by_defaults_to_raw_and_refuses_others(script, capsys):
+    assert script.parse_args(["--out", "x"]).choose_by == "raw"
+    assert script.parse_args(["--out", "x", "--choose-by", "calibrated"]).choose_by == "calibrated"
+    with pytest.raises(SystemExit):
+        script.parse_args(["--out", "x", "--choose-by", "best"])
+    assert "invalid choice: 'best'" in capsys.readouterr().err
