@@ -18,8 +18,10 @@ FPN, LPN, segmentor trunk) once per image. Everything else comes from stored out
   costs one matching against the ground truth, no painting.
 
 An image that ``predict_instances`` would tile (larger than the default tile size) or whose
-proposals reach the model's capacity is predicted with ``predict_instances`` itself, once per
-(NMS distance, threshold) pair, so every score in the table is that of ``predict_instances``.
+proposals reach the model's capacity is predicted tile by tile as ``predict_instances`` does it
+(``tiling.collect_tiles``), once per NMS distance, keeping each cell's patch probabilities, so
+every threshold is painted on the host from that one pass; the tests compare every score in the
+table with ``predict_instances``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import dataclasses
 import math
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -134,12 +137,13 @@ def calibrate(
     )  # fmt: skip
     tally = _Tally(grids, metric)
     for index, (name, image, label) in enumerate(_labelled(samples)):
-        for distance, threshold, pred, scores in _segmentations(model, network, image, options):
+        name = name or f"validation image {index}"
+        for distance, threshold, pred, scores in _segmentations(network, image, name, options):
             tally.add(distance, threshold, pred, label, scores)
         tally.images += 1
         tally.cells += int(np.count_nonzero(np.bincount(label.ravel())[1:]))
         if verbose:
-            print(f"calibrate: {name or f'image {index}'} done", file=sys.stderr, flush=True)
+            print(f"calibrate: {name} done", file=sys.stderr, flush=True)
     if tally.images == 0:
         raise ValueError("samples is empty: calibration needs labelled validation images")
     if tally.cells == 0:
@@ -361,37 +365,73 @@ def _check_label(label, image, index) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- segmentations
-def _segmentations(model, network, image, options: _Options):
+def _segmentations(network, image, name, options: _Options):
     """Yield ``(nms_distance, threshold, label, scores)`` for every pair of the grids: the label
     image ``predict_instances`` gives at the lowest ``min_score`` (cells ``1..n`` by descending
-    score, ``scores (n,)`` float32 theirs)."""
+    score, ``scores (n,)`` float32 theirs). One network pass per NMS distance (per tile where
+    ``predict_instances`` tiles); every threshold is painted from its patch probabilities."""
     from lacss_core import predict as P
 
     pixels = P._prepare_image(image, network.channels, options.normalize, options.channels)
     scaled, factors = P._rescale(pixels, options.scale)
-    tile, _ = P._tiling(scaled.shape[:2], None, None, network, options.low)
+    shape = scaled.shape[:2]
+    tile, overlap = P._tiling(shape, None, None, network, options.low)
     settings = [dataclasses.replace(options.low, nms_distance=d) for d in options.distances]
     outputs = [None] * len(settings) if tile is not None else network.run_patches(scaled, settings)
     for setting, out in zip(settings, outputs, strict=True):
-        for threshold in options.thresholds:
-            if out is None or out["saturated"]:  # predict_instances tiles this image
-                label, details = P.predict_instances(
-                    model, image, min_score=setting.min_score,
-                    nms_distance=setting.nms_distance, segmentation_threshold=threshold,
-                    min_area=options.min_area, scale=options.scale, normalize=options.normalize,
-                    clean_masks=options.clean_masks, max_overlap=options.max_overlap,
-                    max_output=setting.max_output, augment=setting.augment,
-                    progress=False, channels=options.channels,
-                )  # fmt: skip
-                yield setting.nms_distance, threshold, label, details["scores"]
-                continue
-            ranks, scores, locations = _paint(out, threshold, scaled.shape[:2], options)
+        tiles = _tiles_to_collect(shape, tile, overlap, out, network)
+        if tiles is None:
+            painted = (_paint(out, t, shape, options) for t in options.thresholds)
+            saturated_tiles = int(out["saturated"])
+        else:
+            painted, saturated_tiles = _paint_tiles(network, scaled, setting, tiles, overlap,
+                                                    options)  # fmt: skip
+        if saturated_tiles:
+            warnings.warn(P._saturation_message(name, saturated_tiles, setting),
+                          P.SaturationWarning, stacklevel=4)  # fmt: skip
+        for threshold, (ranks, scores, locations) in zip(options.thresholds, painted, strict=True):
             ranks, locations = P._unscale(ranks, locations, pixels.shape[:2], factors)
             if options.clean_masks:
                 ranks = P.clean_label(ranks)
             flags = np.zeros(len(scores), bool)
             label, details = P._finalize(ranks, scores, locations, flags, options.min_area)
             yield setting.nms_distance, threshold, label, details["scores"]
+
+
+def _tiles_to_collect(shape, tile, overlap, out, network):
+    """The tiles ``predict_instances`` predicts the image as (its tile grid, or the split of a
+    whole image that reached the model's capacity), or None where it paints the whole image."""
+    from lacss_core.tiling import child_size, grid_tiles, split_tile, whole_tile
+
+    if tile is not None:
+        return grid_tiles(shape, tile, overlap)
+    if not out["saturated"]:
+        return None
+    whole = whole_tile(shape)
+    size = child_size(whole.side, overlap, network.crop_size)
+    return split_tile(whole, size, overlap) if size < whole.side else None
+
+
+def _paint_tiles(network, image, setting, tiles, overlap, options):
+    """``predict_tiled`` at every threshold of ``options`` from one pass over ``tiles``: a lazy
+    ``(ranks, scores, locations)`` per threshold, and the tiles still saturated (a count)."""
+    from lacss_core.tiling import collect_tiles, paint_cells, select_cells
+
+    def window(tile):
+        rows, cols = tile.rows, tile.cols
+        return image[rows.start : rows.start + rows.size, cols.start : cols.start + cols.size]
+
+    cells, saturated = collect_tiles(network, window, setting, tiles, overlap, probabilities=True)
+    kept = select_cells(cells, setting.nms_distance)
+    scores = np.asarray(cells.scores, np.float32)[kept]
+    locations = np.asarray(cells.locations, np.float32).reshape(-1, 2)[kept]
+
+    def painted(threshold):
+        placements = [(cells.corners[i], cells.masks[i] > np.float32(threshold)) for i in kept]
+        ranks = paint_cells(np.zeros(image.shape[:2], np.int32), placements, options.max_overlap)
+        return ranks, scores, locations
+
+    return (painted(t) for t in options.thresholds), len(saturated)
 
 
 def _paint(out, threshold, shape, options):

@@ -76,7 +76,7 @@ class TileCells:
     locations: list
     in_core: list
     corners: list  # (y0, x0) image pixel of each mask's (0, 0)
-    masks: list  # bool masks cropped to each cell's pixels
+    masks: list  # bool masks cropped to each cell's pixels, or whole float32 probability patches
     saturated: list  # whether the tile that reported it stayed saturated
 
     def add(self, out, offset, rows, cols, margin, saturated=False):
@@ -95,7 +95,11 @@ class TileCells:
             cols.core_hi + margin,
         )  # fmt: skip
         for i in np.flatnonzero(valid & near):
-            corner, mask = crop_mask(out["masks"][i], out["origins"][i] + np.asarray(offset))
+            origin = out["origins"][i] + np.asarray(offset)
+            if "patches" in out:  # probabilities (run_patches): any threshold applies later
+                corner, mask = (int(origin[0]), int(origin[1])), out["patches"][i]
+            else:
+                corner, mask = crop_mask(out["masks"][i], origin)
             self.scores.append(out["scores"][i])
             self.locations.append(locations[i])
             self.in_core.append(core[i])
@@ -244,12 +248,16 @@ def predict_tiled(
     return TiledResult(ranks, scores[kept], locations[kept], flags[kept], len(saturated))
 
 
-def collect_tiles(network, window, settings, tiles, overlap, *, progress=None):
+def collect_tiles(network, window, settings, tiles, overlap, *, progress=None,
+                  probabilities=False):  # fmt: skip
     """Run ``network`` on ``tiles`` (splitting saturated ones, as ``predict_tiled``) and keep
     every tile's cells near its core.
 
     Args:
         window: ``window(tile) -> (h, w, C) float32``, the normalised pixels under ``tile``.
+        probabilities: keep each cell's ``(c, c)`` float32 patch probabilities (uncropped, its
+            corner the patch origin) instead of its mask at ``settings.threshold``, so that
+            every segmentation threshold can be painted from one pass (``lacss_core.calibrate``).
         Others: as ``predict_tiled``.
     Returns:
         ``(cells, saturated)``: the ``TileCells`` reported (image coordinates), and the ``Tile``s
@@ -261,7 +269,10 @@ def collect_tiles(network, window, settings, tiles, overlap, *, progress=None):
     while pending:
         tile = pending.pop()
         rows, cols = tile.rows, tile.cols
-        out = network.run(window(tile), settings, render=False)
+        if probabilities:
+            (out,) = network.run_patches(window(tile), [settings])
+        else:
+            out = network.run(window(tile), settings, render=False)
         size = child_size(tile.side, overlap, network.crop_size)
         if out["saturated"] and size < tile.side:
             pending.extend(reversed(split_tile(tile, size, overlap)))  # depth first, in order

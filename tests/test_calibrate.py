@@ -7,6 +7,8 @@ still under-confident (most cells score below the default ``min_score`` 0.2), so
 few cells and calibration has something to fix.
 """
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from lacss_core.calibrate import (
 from lacss_core.data import LacssDataset, Sample, SyntheticCells
 from lacss_core.metrics import coco_mask_ap, object_accuracy
 from lacss_core.models import Lacss
-from lacss_core.predict import predict_instances
+from lacss_core.predict import SaturationWarning, predict_instances
 from lacss_core.train import train
 
 CELLS = dict(size=(64, 64), n_cells=6, radius=(5.0, 8.0))
@@ -134,14 +136,35 @@ def test_augmented_calibration_scores_augmented_predictions(model, validation):
     assert copy.calibration["augment"] is True
 
 
-def test_tiled_images_are_scored_by_predict_instances(model):
-    """An image larger than the default tile size takes predict_instances' tiled path."""
-    big = SyntheticCells(1, seed=300, size=(200, 200), n_cells=30, radius=(5.0, 8.0))
-    grids = dict(min_scores=[0.1], segmentation_thresholds=[0.5], nms_distances=[8.0])
-    result = calibrate(model, big, **grids)
-    row = next(r for r in result["table"] if r["min_score"] == 0.1)
-    assert row["score"] == pytest.approx(f1(model, big, **chosen(row)), abs=1e-12)
-    assert row["n_pred"] > 10
+@pytest.mark.parametrize(
+    "size, options, least_found",
+    [((200, 200), {}, 10), ((96, 96), {"max_output": 8}, 5)],
+    ids=["larger-than-a-tile", "saturated-whole-image"],
+)
+def test_tiled_images_are_scored_as_predict_instances_segments_them(
+    model, size, options, least_found, monkeypatch
+):
+    """An image larger than the default tile size, or one whose proposals fill ``max_output``,
+    takes predict_instances' tiled path; calibrate follows it tile by tile, once per NMS
+    distance, and paints every threshold from that pass (never calling predict_instances)."""
+    from lacss_core import predict as P
+
+    big = SyntheticCells(1, seed=300, size=size, n_cells=30, radius=(5.0, 8.0))
+    grids = dict(min_scores=[0.1, 0.3], segmentation_thresholds=[0.4, 0.6],
+                 nms_distances=[4.0, 8.0])  # fmt: skip
+    with monkeypatch.context() as patched:
+        patched.setattr(P, "predict_instances", None)  # calibrate must not need it
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SaturationWarning)
+            result = calibrate(model, big, **grids, **options)
+    saturated = any(issubclass(w.category, SaturationWarning) for w in caught)
+    assert saturated == bool(options), [str(w.message) for w in caught]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SaturationWarning)
+        for row in result["table"]:
+            expected = f1(model, big, **chosen(row), **options)
+            assert row["score"] == pytest.approx(expected, abs=1e-12), row
+    assert max(row["n_pred"] for row in result["table"]) > least_found
 
 
 def test_stored_values_are_the_defaults_and_survive_save_and_load(model, result, tmp_path):
