@@ -388,7 +388,7 @@ def _segmentations(network, image, name, options: _Options):
                                                     options)  # fmt: skip
         if saturated_tiles:
             warnings.warn(P._saturation_message(name, saturated_tiles, setting),
-                          P.SaturationWarning, stacklevel=4)  # fmt: skip
+                          P.SaturationWarning, stacklevel=3)  # fmt: skip
         for threshold, (ranks, scores, locations) in zip(options.thresholds, painted, strict=True):
             ranks, locations = P._unscale(ranks, locations, pixels.shape[:2], factors)
             if options.clean_masks:
