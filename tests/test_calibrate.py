@@ -298,8 +298,9 @@ def test_cli_calibrate_writes_a_calibrated_model(model, validation, tmp_path, ca
     out, report = tmp_path / "calibrated.keras", tmp_path / "report.json"
     args = ["calibrate", str(original), str(folder), "--nms-distances", "8,12"]
     assert main([*args, "-o", str(out), "--report", str(report)]) == 0
-    printed = capsys.readouterr().out
+    printed, progress = capsys.readouterr()
     assert "before: min_score 0.2, segmentation_threshold 0.5, nms_distance 8: f1" in printed
+    assert "lacss calibrate: 3/3 images" in progress
     assert "chosen: " in printed and f"wrote {out}" in printed
     result = json.loads(report.read_text())
     assert len(result["table"]) == 18 * 5 * 2 and result["images"] == 3

@@ -159,6 +159,7 @@ def _check_report(args) -> None:
 def run_calibrate(args) -> int:
     """``lacss calibrate``: choose the prediction settings on validation images; exit code."""
     from lacss_core._atomic import atomic_open
+    from lacss_core._progress import track
     from lacss_core.calibrate import calibrate, format_table
     from lacss_core.cli.predict import load_model, parse_channels
     from lacss_core.data import load_labelled_folder
@@ -173,7 +174,7 @@ def run_calibrate(args) -> int:
     print(f"calibrating {args.model} on {len(samples)} image(s) in {args.data} ...", flush=True)
     result = calibrate(
         model,
-        samples,
+        track(samples, "lacss calibrate", "image"),  # a crowded image takes seconds to minutes
         min_scores=args.min_scores,
         segmentation_thresholds=args.thresholds,
         nms_distances=args.nms_distances,
