@@ -66,12 +66,18 @@ VALIDATION_OFFSET, TEST_OFFSET, CALIBRATION_OFFSET, THRESHOLD_OFFSET = 1000, 200
 def held_out_seeds(seed: int) -> dict[str, int]:
     """The seed of every set that training must never draw from, by set name (each modality's
     test set is ``"<modality> test"``): validation ``seed + 1000``, tests ``seed + 2000 +``
-    modality index, BatchNorm recalibration ``seed + 3000``, threshold calibration ``+ 4000``."""
+    modality index, BatchNorm recalibration ``seed + 3000``, threshold calibration ``+ 4000``
+    (mixed) and ``+ 4001 +`` modality index (``"<modality> threshold calibration"``, one
+    modality's images, for ``examples/modality_thresholds.py``)."""
     return {
         "validation": seed + VALIDATION_OFFSET,
         "BatchNorm recalibration": seed + CALIBRATION_OFFSET,
         "threshold calibration": seed + THRESHOLD_OFFSET,
         **{f"{m} test": seed + TEST_OFFSET + k for k, m in enumerate(MODALITIES)},
+        **{
+            f"{m} threshold calibration": seed + THRESHOLD_OFFSET + 1 + k
+            for k, m in enumerate(MODALITIES)
+        },
     }
 
 
@@ -219,13 +225,15 @@ def validation_data(args) -> RealisticCells:
     )  # fmt: skip
 
 
-def threshold_data(args) -> RealisticCells:
-    """Mixed images, at the test size and with no cell cap, for ``lacss_core.calibrate``."""
+def threshold_data(args, modality: str | None = None) -> RealisticCells:
+    """Images at the test size and with no cell cap, for ``lacss_core.calibrate``: the training
+    mix, or only ``modality`` (from that modality's own seed)."""
     config = {**data_config(args), "size": args.test_size, "max_cells": None}
+    name = "threshold calibration" if modality is None else f"{modality} threshold calibration"
     return RealisticCells(
         args.calibration_images,
-        seed=held_out_seeds(args.seed)["threshold calibration"],
-        modality=args.mix,
+        seed=held_out_seeds(args.seed)[name],
+        modality=args.mix if modality is None else modality,
         **config,
     )
 

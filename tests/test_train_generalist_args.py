@@ -57,6 +57,10 @@ def test_every_held_out_set_draws_from_its_named_seed(script):
     assert script.calibration_data(args).samples.seed == seeds["BatchNorm recalibration"]
     tests = {m: s.seed for m, s in script.test_sets(args).items()}
     assert tests == {m: seeds[f"{m} test"] for m in script.MODALITIES}
+    for m in script.MODALITIES:
+        per_modality = script.threshold_data(args, m)
+        assert per_modality.seed == seeds[f"{m} threshold calibration"]
+        assert per_modality[0].name.startswith(f"realistic {m} (seed")
 
 
 def test_diameter_bias_tilts_only_the_training_images(script):
