@@ -6,6 +6,7 @@ backend); the training examples run in the pass of the backend they are written 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -174,3 +175,22 @@ def test_average_weights_refuses_other_architectures(tmp_path):
         env={**os.environ, "KERAS_BACKEND": BACKEND}, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode != 0 and "does not have the variables of" in result.stderr
+
+
+def test_modality_thresholds_measures_a_modality(tmp_path):
+    from lacss_core import pretrained
+
+    if not pretrained.has_weights("generalist"):
+        pytest.skip("no generalist shipped")
+    said = run_example(
+        "modality_thresholds.py", "measure", "--out", str(tmp_path), "--modalities", "phase",
+        "--calibration-images", "1", "--test-images", "1", "--test-size", "96",
+    )  # fmt: skip
+    assert "phase: calibrated on 1 images" in said and "thresholds of its own" in said
+    result = json.loads((tmp_path / "phase.json").read_text())
+    assert result["modality"] == "phase" and result["metric"] == "ap50"
+    assert set(result["config"]) == {
+        "min_score", "predict_nms_distance", "segmentation_threshold", "calibration"
+    }  # fmt: skip
+    assert result["config"]["calibration"]["images"] == 1
+    assert {"ap50", "ap75"} <= set(result["heldout"]) & set(result["heldout_own_thresholds"])
