@@ -66,7 +66,8 @@ def add_predict_parser(subparsers) -> None:
         "model",
         metavar="MODEL",
         nargs="?",
-        help="a shipped pretrained model (generalist, the default when MODEL is left out; see "
+        help="a shipped pretrained model (generalist, the default when MODEL is left out; "
+        "generalist_nuclei, the same weights with thresholds for fluorescence nuclei; see "
         "docs/model_card.md), a model saved by Keras (.keras file, e.g. from `lacss train` or "
         "`lacss demo`), or a preset name (lacss_tiny, lacss_small, lacss_resnet50) for an "
         "UNTRAINED model with random weights, useful only to try the pipeline",
