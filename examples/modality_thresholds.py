@@ -46,9 +46,10 @@ from train_generalist import (
 )
 from train_generalist import parse_args as generalist_args
 
-from lacss_core.calibrate import METRICS, calibrate, describe
+from lacss_core.calibrate import CONFIG_ENTRIES, METRICS, calibrate, describe
 
-THRESHOLDS = ("min_score", "predict_nms_distance", "segmentation_threshold", "calibration")
+#: The config entries calibration writes (the thresholds and their record).
+THRESHOLDS = (*CONFIG_ENTRIES.values(), "calibration")
 #: ``worth_installing``: the largest loss (AP50 or AP75) tolerated, and the smallest gain needed.
 TOLERANCE, GAIN = 0.005, 0.01
 
@@ -83,9 +84,10 @@ def measure(args) -> None:
 
     settings, out = data_args(args), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    sets, preset = test_sets(settings), pretrained.info(args.model)["preset"]
     for modality in args.modalities:
-        held_out = {modality: test_sets(settings)[modality]}
-        model = pretrained.load_pretrained(args.model)
+        held_out = {modality: sets[modality]}
+        model = pretrained.load_pretrained(args.model)  # fresh: calibrate stores in place
         own = evaluate(model, held_out)
         result = calibrate(
             model, threshold_data(settings, modality), metric=args.metric, store=True
@@ -94,7 +96,7 @@ def measure(args) -> None:
         calibrated = evaluate(model, held_out)
         print_metrics(f"{modality}, {args.model}'s thresholds", own)
         print_metrics(f"{modality}, thresholds of its own", calibrated)
-        config = shipped_config(model, pretrained.info(args.model)["preset"])
+        config = shipped_config(model, preset)
         _atomic_json(out / f"{modality}.json", {
             "model": args.model, "modality": modality, "metric": args.metric,
             "config": {k: config[k] for k in THRESHOLDS},
@@ -151,7 +153,10 @@ def install(args) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    measure(args) if args.command == "measure" else install(args)
+    if args.command == "measure":
+        measure(args)
+    else:
+        install(args)
 
 
 if __name__ == "__main__":
