@@ -133,6 +133,21 @@ def profile_entry(base: dict, result: dict) -> dict:
     }  # fmt: skip
 
 
+RESULT_KEYS = ("model", "modality", "metric", "config", "heldout_own_thresholds", "heldout")
+
+
+def read_result(file: str) -> dict:
+    """A ``<modality>.json`` written by ``measure``; ``SystemExit`` naming what is wrong."""
+    try:
+        result = json.loads(Path(file).read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{file}: not a readable measure result ({e})") from e
+    missing = [k for k in RESULT_KEYS if not isinstance(result, dict) or k not in result]
+    if missing:
+        raise SystemExit(f"{file}: not a measure result (missing {', '.join(missing)})")
+    return result
+
+
 def install(args) -> None:
     folder = Path(args.pretrained_dir)
     path = folder / "models.json"
@@ -140,7 +155,7 @@ def install(args) -> None:
         raise SystemExit(f"no models.json in {folder}")
     registry = json.loads(path.read_text())
     for file in args.results:
-        result = json.loads(Path(file).read_text())
+        result = read_result(file)
         name = f"{result['model']}_{result['modality']}"
         if result["model"] not in registry:
             raise SystemExit(f"{file}: {result['model']!r} is not in {path}")

@@ -90,3 +90,15 @@ def test_install_refuses_a_model_not_in_the_registry(script, folder):
     file.write_text(json.dumps({**_result("nuclei", OWN), "model": "nonesuch"}))
     with pytest.raises(SystemExit, match="'nonesuch' is not in"):
         script.main(["install", str(file), "--pretrained-dir", str(folder)])
+
+
+def test_install_refuses_a_file_that_is_not_a_measure_result(script, folder):
+    before = (folder / "models.json").read_text()
+    broken, partial = folder / "broken.json", folder / "partial.json"
+    broken.write_text("{not json")
+    partial.write_text(json.dumps({"model": "generalist", "modality": "nuclei"}))
+    with pytest.raises(SystemExit, match="broken.json: not a readable measure result"):
+        script.main(["install", str(broken), "--pretrained-dir", str(folder)])
+    with pytest.raises(SystemExit, match="partial.json: not a measure result .missing metric"):
+        script.main(["install", str(partial), "--pretrained-dir", str(folder)])
+    assert (folder / "models.json").read_text() == before  # nothing written
