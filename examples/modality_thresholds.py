@@ -40,6 +40,7 @@ from train_generalist import (
     _atomic_json,
     evaluate,
     print_metrics,
+    rounded_metrics,
     shipped_config,
     test_sets,
     threshold_data,
@@ -119,7 +120,6 @@ def worth_installing(own: dict, calibrated: dict) -> tuple[bool, str]:
 def profile_entry(base: dict, result: dict) -> dict:
     """The registry entry of ``result``'s profile: ``base``'s weights, its own thresholds."""
     entry = {k: v for k, v in base.items() if k != "folder"}
-    metrics = {k: round(v, 4) for k, v in result["heldout"].items()}
     return {
         **entry,
         "config": {**base["config"], **result["config"]},
@@ -127,7 +127,7 @@ def profile_entry(base: dict, result: dict) -> dict:
             "of": result["model"], "modality": result["modality"], "metric": result["metric"],
             "command": result["command"],
         },
-        "heldout_metrics": {result["modality"]: metrics},
+        "heldout_metrics": {result["modality"]: rounded_metrics(result["heldout"])},
         "status": f"the {result['model']} weights with thresholds calibrated on "
         f"{result['modality']} images",
     }  # fmt: skip

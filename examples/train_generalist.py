@@ -438,6 +438,11 @@ def _atomic_json(path: Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n")
 
 
+def rounded_metrics(metrics: dict) -> dict:
+    """One modality's metrics as ``models.json`` records them (4 decimals)."""
+    return {k: round(v, 4) for k, v in metrics.items()}
+
+
 def _atomic_copy(source: Path, target: Path) -> None:
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
@@ -501,7 +506,7 @@ def install(args, model, weights: Path, metrics: dict, steps: int) -> None:
             # quoted, so the recorded command reruns as it ran (--status takes a sentence)
             "command": shlex.join(["python", "examples/train_generalist.py", *sys.argv[1:]]),
         },
-        "heldout_metrics": {m: {k: round(v, 4) for k, v in r.items()} for m, r in metrics.items()},
+        "heldout_metrics": {m: rounded_metrics(r) for m, r in metrics.items()},
         "status": args.status,
         "card": "docs/model_card.md",
     }
