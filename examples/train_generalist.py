@@ -43,6 +43,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -473,6 +474,26 @@ def shipped_config(model, preset: str) -> dict:
     return {**changed, **{k: config[k] for k in Lacss.PREDICTION_SETTINGS}}
 
 
+def drop_entries_on_replaced_weights(
+    registry: dict, name: str, weights: str, sha256: str
+) -> list[str]:
+    """Remove from ``registry`` every entry but ``name`` that loads the file ``weights`` with a
+    SHA-256 other than ``sha256`` (e.g. a ``<name>_<modality>`` profile of ``modality_thresholds``):
+    installing over that file leaves them pointing at weights they were never measured on. Returns
+    one message per removed entry, naming the command that measures it again."""
+    said = []
+    for other, entry in list(registry.items()):
+        if other == name or entry.get("weights") != weights or entry.get("sha256") == sha256:
+            continue
+        del registry[other]
+        message = f"removed {other!r} from models.json: it was measured on another {weights}"
+        rerun = entry.get("profile", {}).get("command")
+        if rerun:
+            message += f"; measure it again with: {rerun}, then modality_thresholds.py install"
+        said.append(message)
+    return said
+
+
 def install(args, model, weights: Path, metrics: dict, steps: int) -> None:
     """Copy the weights into the package and record them in ``models.json``."""
     channels = int(model_channels(model))
@@ -480,10 +501,13 @@ def install(args, model, weights: Path, metrics: dict, steps: int) -> None:
     _atomic_copy(weights, target)
     registry_path = PRETRAINED / "models.json"
     registry = json.loads(registry_path.read_text()) if registry_path.exists() else {}
+    sha256 = hashlib.sha256(target.read_bytes()).hexdigest()
+    for message in drop_entries_on_replaced_weights(registry, args.name, target.name, sha256):
+        warnings.warn(message, stacklevel=2)
     registry[args.name] = {
         "preset": args.preset,
         "weights": target.name,
-        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+        "sha256": sha256,
         "channels": channels,
         # what from_preset applies: the prediction settings (calibrated thresholds, train
         # diameter, normalisation) stored with the weights

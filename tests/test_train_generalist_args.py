@@ -100,3 +100,35 @@ def test_choose_by_defaults_to_raw_and_refuses_others(script, capsys):
     with pytest.raises(SystemExit):
         script.parse_args(["--out", "x", "--choose-by", "best"])
     assert "invalid choice: 'best'" in capsys.readouterr().err
+
+
+def _entry(weights: str, sha: str, **extra) -> dict:
+    return {"preset": "lacss_small", "weights": weights, "sha256": sha, **extra}
+
+
+def test_install_drops_the_entries_measured_on_the_weights_it_replaces(script):
+    registry = {
+        "generalist": _entry("generalist.weights.h5", "old"),
+        "generalist_nuclei": _entry(
+            "generalist.weights.h5",
+            "old",
+            profile={
+                "of": "generalist",
+                "command": "python examples/modality_thresholds.py measure",
+            },
+        ),  # fmt: skip
+        "generalist_old": _entry("generalist_old.weights.h5", "kept"),
+        "twin": _entry("generalist.weights.h5", "new"),
+    }
+    said = script.drop_entries_on_replaced_weights(
+        registry, "generalist", "generalist.weights.h5", "new"
+    )
+    assert set(registry) == {"generalist", "generalist_old", "twin"}
+    assert len(said) == 1 and "'generalist_nuclei'" in said[0]
+    assert "measure it again with: python examples/modality_thresholds.py measure" in said[0]
+
+
+def test_install_over_the_same_weights_keeps_every_entry(script):
+    registry = {"a": _entry("a.weights.h5", "s"), "a_nuclei": _entry("a.weights.h5", "s")}
+    assert script.drop_entries_on_replaced_weights(registry, "a", "a.weights.h5", "s") == []
+    assert set(registry) == {"a", "a_nuclei"}
