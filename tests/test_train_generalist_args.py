@@ -116,7 +116,7 @@ def test_install_drops_the_entries_measured_on_the_weights_it_replaces(script):
                 "of": "generalist",
                 "command": "python examples/modality_thresholds.py measure",
             },
-        ),  # fmt: skip
+        ),
         "generalist_old": _entry("generalist_old.weights.h5", "kept"),
         "twin": _entry("generalist.weights.h5", "new"),
     }
