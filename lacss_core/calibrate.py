@@ -41,7 +41,10 @@ from lacss_core.postprocess import DEFAULT_MAX_OVERLAP
 #: one-to-one matching, ``metrics.object_accuracy``); ``"f1_mean"``, the mean of F1 at IoU 0.5,
 #: 0.55, ..., 0.95 (``metrics.IOU_THRESHOLDS``: the F1 twin of COCO mAP, so the mask threshold
 #: is chosen for tight masks too, not only for crossing IoU 0.5); ``"ap50"``, COCO AP50
-#: (``metrics.coco_mask_ap``).
+#: (``metrics.coco_mask_ap``) for the mask threshold and NMS distance, with ``min_score`` chosen
+#: by F1 at IoU 0.5 (AP cannot choose a score cut: a detection ranked below all others never
+#: lowers COCO's interpolated precision, so AP50 alone always takes the lowest ``min_score``
+#: and pays for it in false cells).
 METRICS = ("f1", "f1_mean", "ap50")
 #: Default grids. min_score is nearly free (no painting), so its grid is fine.
 DEFAULT_MIN_SCORES = tuple(round(0.05 * i, 2) for i in range(1, 19))  # 0.05 .. 0.9
@@ -88,7 +91,9 @@ def calibrate(
     current values (``model.min_score``, ``model.segmentation_threshold`` and its NMS distance)
     are always added to the grids, so the table holds the score at the current defaults. Of the
     best-scoring settings, the one closest to the current values wins (in grid steps), then the
-    one closest to the middle of the grids.
+    one closest to the middle of the grids. With ``metric="ap50"`` each mask threshold and NMS
+    distance first takes the ``min_score`` of best F1 at IoU 0.5 (ties as above), and of those
+    settings the one of best AP50 wins (see ``METRICS`` for why).
 
     Args:
         model: a ``lacss_core.models.Lacss``.
@@ -116,8 +121,8 @@ def calibrate(
         ``metric``; ``score`` (the metric at the chosen values); ``default``, a dict of the
         model's values before calibration and their ``score``; ``table``, one dict per setting
         (``min_score``, ``segmentation_threshold``, ``nms_distance``, ``score``, ``n_pred``,
-        and for the F1 metrics ``tp``, ``fp``, ``fn``, ``precision``, ``recall`` at IoU 0.5),
-        sorted by the three values; ``grid`` (the three sorted grids tried); ``images`` and
+        and ``f1``, ``tp``, ``fp``, ``fn``, ``precision``, ``recall`` at IoU 0.5), sorted by the
+        three values; ``grid`` (the three sorted grids tried); ``images`` and
         ``cells`` (ground-truth instances) counted; ``augment`` (bool).
     Raises:
         ValueError: no samples, a sample without a label or whose label does not fit its image,
@@ -451,14 +456,15 @@ def _paint(out, threshold, shape, options):
 
 # ---------------------------------------------------------------------------- scores
 def _f1_ious(metric: str) -> tuple[float, ...]:
-    """The IoU thresholds an F1 metric counts matches at (none for AP50)."""
+    """The IoU thresholds a metric counts one-to-one matches at (AP50: its ``min_score`` F1)."""
     from lacss_core import metrics  # lazy: scipy
 
-    return {"f1": (0.5,), "f1_mean": tuple(metrics.IOU_THRESHOLDS.tolist())}.get(metric, ())
+    return {"f1_mean": tuple(metrics.IOU_THRESHOLDS.tolist())}.get(metric, (0.5,))
 
 
 class _Tally:
-    """Per-setting counts (the F1 metrics) or matched detections (AP50), pooled over images."""
+    """Per-setting counts at the F1 IoU thresholds, and for AP50 the matched detections, pooled
+    over images."""
 
     def __init__(self, grids, metric):
         self.grids, self.metric = grids, metric
@@ -476,23 +482,22 @@ class _Tally:
         # _finalize numbers cells 1..n by descending score, so prediction index i is score i.
         kept = np.searchsorted(-scores, -self.min_scores, side="right")  # cells >= each score
         key = (distance, threshold)
-        if self.ious:
-            counts = self.counts.setdefault(key, np.zeros((len(kept), len(self.ious), 3), np.int64))
-            ious = overlaps.iou()
-            for row, n in enumerate(kept):
-                for column, iou in enumerate(self.ious):
-                    keep = (ious >= iou) & (overlaps.pair_pred < n)
-                    tp, _ = metrics._max_matching(
-                        overlaps.pair_pred[keep], overlaps.pair_gt[keep], ious[keep]
-                    )
-                    counts[row, column] += (tp, n - tp, overlaps.n_gt - tp)
-        else:  # greedy matching in score order: the first n detections match as on their own
+        counts = self.counts.setdefault(key, np.zeros((len(kept), len(self.ious), 3), np.int64))
+        ious = overlaps.iou()
+        for row, n in enumerate(kept):
+            for column, iou in enumerate(self.ious):
+                keep = (ious >= iou) & (overlaps.pair_pred < n)
+                tp, _ = metrics._max_matching(
+                    overlaps.pair_pred[keep], overlaps.pair_gt[keep], ious[keep]
+                )
+                counts[row, column] += (tp, n - tp, overlaps.n_gt - tp)
+        if self.metric == "ap50":  # greedy matching in score order: the first n match alone
             matched = metrics._coco_greedy_matches(overlaps, np.arange(overlaps.n_pred))[0]
             self.detections.setdefault(key, []).append((scores, matched, overlaps.n_gt))
 
     def table(self) -> list[dict]:
         rows = []
-        for (distance, threshold), _ in sorted(self._keys().items()):
+        for distance, threshold in sorted(self.counts):
             for row, min_score in enumerate(self.grids["min_score"]):
                 setting = {
                     "min_score": min_score,
@@ -502,25 +507,27 @@ class _Tally:
                 rows.append({**setting, **self._score(distance, threshold, row)})
         return sorted(rows, key=lambda r: tuple(r[k] for k in CALIBRATED))
 
-    def _keys(self):
-        return self.counts if self.ious else self.detections
-
     def _score(self, distance, threshold, row) -> dict:
         from lacss_core import metrics
 
-        if self.ious:
-            counts = self.counts[(distance, threshold)][row]
-            f1s = [metrics._safe_ratio(2 * tp, 2 * tp + fp + fn) for tp, fp, fn in counts]
-            tp, fp, fn = (int(v) for v in counts[0])  # at IoU 0.5
-            return {
-                "score": float(np.mean(f1s)),
-                "n_pred": tp + fp,
-                "tp": tp,
-                "fp": fp,
-                "fn": fn,
-                "precision": metrics._safe_ratio(tp, tp + fp),
-                "recall": metrics._safe_ratio(tp, tp + fn),
-            }
+        counts = self.counts[(distance, threshold)][row]
+        f1s = [metrics._safe_ratio(2 * tp, 2 * tp + fp + fn) for tp, fp, fn in counts]
+        tp, fp, fn = (int(v) for v in counts[0])  # at IoU 0.5
+        at_half = {
+            "f1": f1s[0],
+            "n_pred": tp + fp,
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "precision": metrics._safe_ratio(tp, tp + fp),
+            "recall": metrics._safe_ratio(tp, tp + fn),
+        }
+        score = self._ap50(distance, threshold, row) if self.metric == "ap50" else np.mean(f1s)
+        return {"score": float(score), **at_half}
+
+    def _ap50(self, distance, threshold, row) -> float:
+        from lacss_core import metrics
+
         cut = self.min_scores[row]
         scores, matched, n_gt = [np.zeros(0, np.float32)], [np.zeros(0, bool)], 0
         for image_scores, image_matched, image_gt in self.detections[(distance, threshold)]:
@@ -532,12 +539,13 @@ class _Tally:
         precision = metrics._coco_interpolated_precision(
             scores, np.repeat(matched[None], metrics.IOU_THRESHOLDS.size, 0), n_gt
         )
-        return {"score": float(precision[0].mean()), "n_pred": int(scores.size)}
+        return float(precision[0].mean())
 
 
 def _choose(table, grids, defaults, metric) -> dict:
     """The best row; ties go to the setting fewest grid steps from the current values, then
-    nearest the middle of the grids."""
+    nearest the middle of the grids. For AP50 the candidates are, per mask threshold and NMS
+    distance, the row of best F1 (``METRICS``)."""
     position = {key: {v: i for i, v in enumerate(grid)} for key, grid in grids.items()}
 
     def steps(row, target):
@@ -545,9 +553,19 @@ def _choose(table, grids, defaults, metric) -> dict:
 
     home = {k: position[k][defaults[k]] for k in CALIBRATED}
     middle = {k: (len(grids[k]) - 1) / 2 for k in CALIBRATED}
-    best_score = max(r["score"] for r in table)
-    tied = [r for r in table if r["score"] >= best_score - _TIE]
-    best = min(tied, key=lambda r: (steps(r, home), steps(r, middle)))
+
+    def best_of(rows, key):
+        top = max(r[key] for r in rows)
+        tied = [r for r in rows if r[key] >= top - _TIE]
+        return min(tied, key=lambda r: (steps(r, home), steps(r, middle)))
+
+    candidates = table
+    if metric == "ap50":
+        pairs = {}
+        for row in table:
+            pairs.setdefault((row["segmentation_threshold"], row["nms_distance"]), []).append(row)
+        candidates = [best_of(rows, "f1") for rows in pairs.values()]
+    best = best_of(candidates, "score")
     default = next(r for r in table if all(r[k] == defaults[k] for k in CALIBRATED))
     return {
         **{k: best[k] for k in CALIBRATED},
@@ -562,7 +580,11 @@ def _choose(table, grids, defaults, metric) -> dict:
 def describe(result: dict) -> str:
     """One line: the chosen values and the score before and after."""
     values = ", ".join(f"{k} {result[k]:g}" for k in CALIBRATED)
-    metric = {"f1": "F1", "f1_mean": "mean F1 at IoU 0.5-0.95"}.get(result["metric"], "AP50")
+    metric = {
+        "f1": "F1",
+        "f1_mean": "mean F1 at IoU 0.5-0.95",
+        "ap50": "AP50 (min_score by F1)",
+    }[result["metric"]]
     return (
         f"calibrated on {result['images']} validation image(s): {values}; {metric} "
         f"{result['default']['score']:.3f} at the previous values -> {result['score']:.3f}"
@@ -575,12 +597,14 @@ def format_table(result: dict, top: int | None = 10) -> str:
     metric = result["metric"]
     rows = sorted(result["table"], key=lambda r: -r["score"])
     rows = rows if top is None else rows[:top]
-    header = f"{'min_score':>10}{'seg_thr':>9}{'nms_px':>8}{metric:>8}{'n_pred':>8}"
-    lines = [header]
+    with_f1 = metric != "f1"  # F1 at IoU 0.5 beside the score
+    header = f"{'min_score':>10}{'seg_thr':>9}{'nms_px':>8}{metric:>8}"
+    lines = [header + (f"{'f1':>8}" if with_f1 else "") + f"{'n_pred':>8}"]
     for row in rows:
+        f1 = f"{row['f1']:>8.3f}" if with_f1 else ""
         lines.append(
             f"{row['min_score']:>10.3g}{row['segmentation_threshold']:>9.3g}"
-            f"{row['nms_distance']:>8.3g}{row['score']:>8.3f}{row['n_pred']:>8d}"
+            f"{row['nms_distance']:>8.3g}{row['score']:>8.3f}{f1}{row['n_pred']:>8d}"
         )
     before, chosen = result["default"], {k: result[k] for k in CALIBRATED}
 

@@ -103,6 +103,55 @@ def test_ap50_metric_matches_coco_mask_ap(model, validation):
         ap = coco_mask_ap([o[0] for o in outs], [s.label for s in validation],
                           [o[1]["scores"] for o in outs])  # fmt: skip
         assert row["score"] == pytest.approx(ap.ap50, abs=1e-12), settings
+        accuracy = object_accuracy([o[0] for o in outs], [s.label for s in validation])
+        assert row["f1"] == pytest.approx(accuracy.f1, abs=1e-12), settings
+        assert row["tp"] == accuracy.tp
+
+
+def test_ap50_takes_min_score_by_f1_because_ap50_never_falls_as_it_drops(model, validation):
+    """COCO's interpolated precision cannot fall when detections are added below the others,
+    so AP50 alone would always choose the lowest min_score; each mask threshold and NMS
+    distance takes its F1-best min_score, and the best AP50 of those wins."""
+    grids = dict(segmentation_thresholds=[0.4, 0.6], nms_distances=[4.0, 8.0])
+    result = calibrate(model, validation, metric="ap50", **grids)
+    pairs = {}
+    for row in result["table"]:
+        pairs.setdefault((row["segmentation_threshold"], row["nms_distance"]), []).append(row)
+    candidates = []
+    for rows in pairs.values():
+        scores = [r["score"] for r in sorted(rows, key=lambda r: r["min_score"])]
+        assert np.all(np.diff(scores) <= 1e-12), scores  # lower min_score, AP50 never lower
+        candidates.append(max(rows, key=lambda r: r["f1"]))
+    best = max(c["score"] for c in candidates)
+    picked = next(r for r in result["table"] if chosen(r) == chosen(result))
+    assert picked["f1"] == max(r["f1"] for r in pairs[picked["segmentation_threshold"],
+                                                       picked["nms_distance"]])  # fmt: skip
+    assert result["score"] == picked["score"] == best
+    assert "AP50 (min_score by F1)" in describe(result)
+    assert f"{'f1':>8}" in format_table(result).splitlines()[0]
+
+
+def test_ap50_choice_on_a_hand_made_table():
+    """Two mask thresholds: 0.4 has the higher AP50 at the lowest min_score, 0.6 at each one's
+    F1-best min_score, so 0.6 wins with its F1-best min_score 0.5."""
+    from lacss_core.calibrate import _choose
+
+    def row(min_score, threshold, ap50, f1):
+        return dict(min_score=min_score, segmentation_threshold=threshold, nms_distance=8.0,
+                    score=ap50, f1=f1)  # fmt: skip
+
+    table = [
+        row(0.1, 0.4, 0.90, 0.50), row(0.5, 0.4, 0.70, 0.70), row(0.9, 0.4, 0.60, 0.80),
+        row(0.1, 0.6, 0.85, 0.60), row(0.5, 0.6, 0.80, 0.75), row(0.9, 0.6, 0.50, 0.55),
+    ]  # fmt: skip
+    grids = {"min_score": [0.1, 0.5, 0.9], "segmentation_threshold": [0.4, 0.6],
+             "nms_distance": [8.0]}  # fmt: skip
+    defaults = {"min_score": 0.1, "segmentation_threshold": 0.4, "nms_distance": 8.0}
+    result = _choose(table, grids, defaults, "ap50")
+    assert chosen(result) == {"min_score": 0.5, "segmentation_threshold": 0.6, "nms_distance": 8.0}
+    assert result["score"] == 0.80 and result["default"]["score"] == 0.90
+    plain = _choose(table, grids, defaults, "f1")  # the F1 metrics: the best score over all rows
+    assert plain["score"] == 0.90 and plain["min_score"] == 0.1
 
 
 def test_f1_mean_metric_is_the_mean_of_object_accuracy_over_coco_ious(model, validation):
