@@ -59,7 +59,8 @@ def check_draws(draws: list[int], run_seed: int, script) -> None:
                 )
 
 
-def measure(spec: str, draw: int, script, test_images: int) -> dict:
+def load_at(spec: str):
+    """The model ``spec`` names, at the thresholds it names (else its stored ones)."""
     from lacss_core.calibrate import apply_calibration
 
     name, thresholds = parse_model(spec)
@@ -67,10 +68,14 @@ def measure(spec: str, draw: int, script, test_images: int) -> dict:
     if thresholds:
         keys = ("min_score", "segmentation_threshold", "nms_distance")
         apply_calibration(model, dict(zip(keys, thresholds, strict=True)))
+    return model
+
+
+def test_sets(draw: int, script, test_images: int) -> dict:
     args = script.parse_args(
         ["--out", "unused", "--seed", str(draw), "--test-images", str(test_images)]
     )
-    return script.evaluate(model, script.test_sets(args))
+    return script.test_sets(args)
 
 
 def table(rows: dict[str, dict]) -> str:
@@ -106,12 +111,12 @@ def main(argv=None) -> None:
     p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args(argv)
     script = generalist_script()
-    for spec in args.models:
-        parse_model(spec)  # bad thresholds fail before anything runs
     check_draws(args.draws, args.run_seed, script)
+    models = {spec: load_at(spec) for spec in args.models}  # bad thresholds fail here
     results = {}
     for draw in args.draws:
-        results[draw] = {s: measure(s, draw, script, args.test_images) for s in args.models}
+        sets = test_sets(draw, script, args.test_images)
+        results[draw] = {spec: script.evaluate(m, sets) for spec, m in models.items()}
         print(f"\ndraw {draw} ({args.test_images} images per modality)\n")
         print(table(results[draw]), flush=True)
     print(f"\nmean over draws {', '.join(map(str, args.draws))}\n")
