@@ -187,7 +187,10 @@ def test_augmented_calibration_scores_augmented_predictions(model, validation):
 
 @pytest.mark.parametrize(
     "size, options, least_found",
-    [((200, 200), {}, 10), ((96, 96), {"max_output": 8}, 5)],
+    # least_found leaves a margin of 3-4 cells under the smallest maximum seen (12 and 5 cells,
+    # JAX and torch, default and single-thread XLA/BLAS): the weights of this briefly trained
+    # model move with the thread count, and a zero margin failed under one setting.
+    [((200, 200), {}, 8), ((96, 96), {"max_output": 8}, 2)],
     ids=["larger-than-a-tile", "saturated-whole-image"],
 )
 def test_tiled_images_are_scored_as_predict_instances_segments_them(
@@ -213,7 +216,8 @@ def test_tiled_images_are_scored_as_predict_instances_segments_them(
         for row in result["table"]:
             expected = f1(model, big, **chosen(row), **options)
             assert row["score"] == pytest.approx(expected, abs=1e-12), row
-    assert max(row["n_pred"] for row in result["table"]) > least_found
+    assert max(row["n_pred"] for row in result["table"]) > least_found  # not vacuous:
+    assert len({row["score"] for row in result["table"]}) > 1  # cells found, the grid matters
 
 
 def test_stored_values_are_the_defaults_and_survive_save_and_load(model, result, tmp_path):
