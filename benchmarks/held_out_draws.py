@@ -12,7 +12,12 @@ with ``@MIN_SCORE,MASK_THRESHOLD,NMS_PX`` at those. Draw ``d`` is the held-out t
 ``examples/train_generalist.py --seed d`` (seeds ``d + 2000 +`` modality index, 256 px, no cell
 cap), scored by that script's ``evaluate``. A draw whose sets would reuse a seed the run of
 ``--run-seed`` trains its BatchNorm statistics or thresholds on, or validates or tests on, is
-refused. Prints one markdown table per draw and the mean over draws.
+refused. Prints one markdown table per draw, the mean over draws and, with two or more models,
+each model's paired difference from the first (mean over draws, and on how many draws it is
+higher): a model is judged by such paired differences, as the draws differ more than the models.
+
+``--from-json A.json B.json`` prints the same tables from earlier runs' ``--json`` files (models
+measured in parallel, one process per core, on the same draws), measuring nothing.
 """
 
 from __future__ import annotations
@@ -102,14 +107,76 @@ def mean_over_draws(results: dict[int, dict[str, dict]]) -> dict[str, dict]:
     }
 
 
+def paired(results: dict[int, dict[str, dict]]) -> str:
+    """Each model after the first minus the first, per modality and metric: the mean difference
+    over the draws and, in brackets, the draws where it is higher (``+0.012 (7/8)``)."""
+    draws = list(results)
+    specs = list(results[draws[0]])
+    reference, modalities = specs[0], list(results[draws[0]][specs[0]])
+    header = " | ".join(f"{m} AP50 / AP75 / F1" for m in modalities)
+    lines = [
+        f"| model - {reference} | {header} | mean AP50 / F1 |",
+        "|---" * (len(modalities) + 2) + "|",
+    ]
+
+    def cell(spec, values) -> str:
+        diffs = np.array([values(results[d][spec]) - values(results[d][reference]) for d in draws])
+        return f"{diffs.mean():+.3f} ({int((diffs > 0).sum())}/{len(draws)})"
+
+    for spec in specs[1:]:
+        cells = [
+            " / ".join(cell(spec, lambda r, m=m, c=c: r[m][c]) for c in COLUMNS) for m in modalities
+        ]
+        means = [
+            cell(spec, lambda r, c=c: np.mean([r[m][c] for m in modalities]))
+            for c in ("ap50", "f1")
+        ]
+        lines.append(f"| {spec} | {' | '.join(cells)} | {' / '.join(means)} |")
+    return "\n".join(lines)
+
+
+def merge_runs(paths: list[str]) -> dict[int, dict[str, dict]]:
+    """The ``--json`` files of earlier runs as one result; they must hold the same draws."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    draws = [sorted(run, key=int) for run in runs]
+    if any(d != draws[0] for d in draws):
+        raise SystemExit(f"--from-json: the files hold different draws: {draws}")
+    merged = {int(d): {} for d in draws[0]}
+    for path, run in zip(paths, runs, strict=True):
+        for d, models in run.items():
+            repeated = set(models) & set(merged[int(d)])
+            if repeated:
+                raise SystemExit(f"--from-json: {path} repeats model(s) {sorted(repeated)}")
+            merged[int(d)].update(models)
+    return merged
+
+
+def report(results: dict[int, dict[str, dict]], test_images: int | None) -> None:
+    for draw, rows in results.items():
+        size = f" ({test_images} images per modality)" if test_images else ""
+        print(f"\ndraw {draw}{size}\n")
+        print(table(rows), flush=True)
+    print(f"\nmean over draws {', '.join(map(str, results))}\n")
+    print(table(mean_over_draws(results)))
+    if len(next(iter(results.values()))) > 1:
+        print("\npaired differences from the first model\n")
+        print(paired(results))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["generalist"], help="NAME[@MIN,MASK,NMS]")
-    p.add_argument("--draws", nargs="+", type=int, required=True, help="held-out draw seeds")
+    p.add_argument("--draws", nargs="+", type=int, help="held-out draw seeds")
     p.add_argument("--run-seed", type=int, default=0, help="the training run's --seed")
     p.add_argument("--test-images", type=int, default=24, help="per modality and draw")
     p.add_argument("--json", help="also write the numbers here")
+    p.add_argument("--from-json", nargs="+", help="report earlier runs' --json files instead")
     args = p.parse_args(argv)
+    if args.from_json:
+        report(merge_runs(args.from_json), None)
+        return
+    if not args.draws:
+        p.error("--draws is required (or --from-json)")
     script = generalist_script()
     check_draws(args.draws, args.run_seed, script)
     models = {spec: load_at(spec) for spec in args.models}  # bad thresholds fail here
@@ -117,10 +184,7 @@ def main(argv=None) -> None:
     for draw in args.draws:
         sets = test_sets(draw, script, args.test_images)
         results[draw] = {spec: script.evaluate(m, sets) for spec, m in models.items()}
-        print(f"\ndraw {draw} ({args.test_images} images per modality)\n")
-        print(table(results[draw]), flush=True)
-    print(f"\nmean over draws {', '.join(map(str, args.draws))}\n")
-    print(table(mean_over_draws(results)))
+    report(results, args.test_images)
     if args.json:
         from lacss_core._atomic import atomic_path
 
