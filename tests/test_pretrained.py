@@ -80,16 +80,18 @@ def test_from_preset_loads_the_weights_and_the_stored_settings(registry, image):
     assert pretrained.load_pretrained("testmodel", min_score=0.5).min_score == 0.5  # override
 
 
-SHIPPED = pytest.param(
-    "generalist",
-    marks=pytest.mark.skipif(
-        not pretrained.has_weights("generalist"), reason="no generalist shipped yet"
-    ),
-)
+def shipped(name: str):
+    return pytest.param(
+        name,
+        marks=pytest.mark.skipif(not pretrained.has_weights(name), reason=f"no {name} shipped yet"),
+    )
+
+
+SHIPPED = shipped("generalist")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["testmodel", SHIPPED])
+@pytest.mark.parametrize("name", ["testmodel", SHIPPED, shipped("nuclei")])
 def test_same_labels_on_the_other_backend(registry, image, tmp_path, name):
     folder, _ = registry
     np.save(tmp_path / "image.npy", image)
