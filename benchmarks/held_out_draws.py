@@ -83,11 +83,16 @@ def test_sets(draw: int, script, test_images: int) -> dict:
     return script.test_sets(args)
 
 
+def header(first: str, modalities: list[str]) -> list[str]:
+    """The two header lines of a table with one ``AP50 / AP75 / F1`` column per modality."""
+    columns = " | ".join(f"{m} AP50 / AP75 / F1" for m in modalities)
+    return [f"| {first} | {columns} | mean AP50 / F1 |", "|---" * (len(modalities) + 2) + "|"]
+
+
 def table(rows: dict[str, dict]) -> str:
     """``rows``: model -> modality -> metrics; one line per model, the mean AP50 / F1 last."""
     modalities = list(next(iter(rows.values())))
-    header = " | ".join(f"{m} AP50 / AP75 / F1" for m in modalities)
-    lines = [f"| model | {header} | mean AP50 / F1 |", "|---" * (len(modalities) + 2) + "|"]
+    lines = header("model", modalities)
     for spec, result in rows.items():
         cells = [" / ".join(f"{result[m][c]:.3f}" for c in COLUMNS) for m in modalities]
         means = [np.mean([result[m][c] for m in modalities]) for c in ("ap50", "f1")]
@@ -113,11 +118,7 @@ def paired(results: dict[int, dict[str, dict]]) -> str:
     draws = list(results)
     specs = list(results[draws[0]])
     reference, modalities = specs[0], list(results[draws[0]][specs[0]])
-    header = " | ".join(f"{m} AP50 / AP75 / F1" for m in modalities)
-    lines = [
-        f"| model - {reference} | {header} | mean AP50 / F1 |",
-        "|---" * (len(modalities) + 2) + "|",
-    ]
+    lines = header(f"model - {reference}", modalities)
 
     def cell(spec, values) -> str:
         diffs = np.array([values(results[d][spec]) - values(results[d][reference]) for d in draws])
