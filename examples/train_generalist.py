@@ -29,7 +29,9 @@ held-out sets per modality (seeds never used for training or validation) and wri
 ``--install`` copies the weights into ``lacss_core/pretrained/`` and records them (SHA-256,
 settings, metrics, ``--status``) in its ``models.json``, so ``Lacss.from_preset("lacss_small",
 weights="generalist")`` and ``lacss predict`` use them. ``--evaluate-only`` skips training and
-evaluates the current checkpoint (or ``--init``).
+evaluates the current checkpoint (or ``--init``); installing what it evaluates takes ``--recipe``,
+a file of the commands that made those weights, which ``models.json`` records in place of the
+training settings (this command's own were never used to train them).
 """
 
 from __future__ import annotations
@@ -162,11 +164,39 @@ def parse_args(argv=None):
     p.add_argument("--evaluate-only", action="store_true")
     p.add_argument("--install", action="store_true", help="install into lacss_core/pretrained")
     p.add_argument("--status", default="", help="status line stored with the installed model")
+    p.add_argument(
+        "--recipe",
+        help="a text file of the commands that made the weights evaluated (--init or the "
+        "checkpoint), one per line ('#' starts a comment); needed to --install with "
+        "--evaluate-only, and recorded in models.json",
+    )
     args = p.parse_args(argv)
     args.mix = _parse_mix(p, args.modalities)
     args.set = _parse_overrides(p, args.set)
     args.training_seed = _training_seed(p, args)
+    args.recipe = _recipe(p, args)
     return args
+
+
+def _recipe(parser, args) -> list[str] | None:
+    """The lines of ``--recipe``. An evaluate-only install must name them: its own arguments
+    (crop size, learning rate, seeds) were never used to train the weights it installs."""
+    if args.recipe is None:
+        if args.install and args.evaluate_only:
+            parser.error(
+                "--install with --evaluate-only needs --recipe FILE: the commands that made "
+                "the weights, which models.json records in place of this command's training "
+                "settings (never used to train them)"
+            )
+        return None
+    try:
+        text = Path(args.recipe).read_text()
+    except OSError as error:
+        parser.error(f"--recipe {args.recipe}: cannot read it ({error.strerror})")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not any(not line.startswith("#") for line in lines):
+        parser.error(f"--recipe {args.recipe} holds no command")
+    return lines
 
 
 def _training_seed(parser, args) -> int:
@@ -515,27 +545,41 @@ def install(args, model, weights: Path, metrics: dict, steps: int) -> None:
         "image_normalization": model.image_normalization,
         "train_diameter": model.train_diameter,
         "diameter_range": list(args.diameter),
-        "training": {
-            "data": "lacss_core.data.RealisticCells",
-            "modalities": args.mix,
-            "steps": steps,
-            "batch_size": args.batch_size,
-            "size": args.size,
-            "max_instances": args.max_instances,
-            "diameter_bias": args.diameter_bias,
-            "scale_range": list(args.scale_range),
-            "learning_rate": args.learning_rate,
-            "seed": args.seed,
-            "training_seed": args.training_seed,
-            # quoted, so the recorded command reruns as it ran (--status takes a sentence)
-            "command": shlex.join(["python", "examples/train_generalist.py", *sys.argv[1:]]),
-        },
+        "training": training_record(args, steps),
         "heldout_metrics": {m: rounded_metrics(r) for m, r in metrics.items()},
         "status": args.status,
         "card": "docs/model_card.md",
     }
     _atomic_json(registry_path, registry)
     print(f"installed {args.name} ({target.stat().st_size / 2**20:.1f} MB) into {PRETRAINED}")
+
+
+def training_record(args, steps: int) -> dict:
+    """How the installed weights were made, for ``models.json``: this run's settings, or for an
+    evaluate-only install the ``--recipe`` that made ``--init`` and the command that evaluated it
+    (whose training settings were never used, so they are not recorded)."""
+    # quoted, so the recorded command reruns as it ran (--status takes a sentence)
+    command = shlex.join(["python", "examples/train_generalist.py", *sys.argv[1:]])
+    if args.evaluate_only:
+        return {
+            "data": "lacss_core.data.RealisticCells",
+            "evaluated_on": args.mix,
+            "recipe": [*args.recipe, command],
+        }
+    return {
+        "data": "lacss_core.data.RealisticCells",
+        "modalities": args.mix,
+        "steps": steps,
+        "batch_size": args.batch_size,
+        "size": args.size,
+        "max_instances": args.max_instances,
+        "diameter_bias": args.diameter_bias,
+        "scale_range": list(args.scale_range),
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+        "training_seed": args.training_seed,
+        "command": command,
+    }
 
 
 def main(argv=None) -> None:

@@ -132,3 +132,43 @@ def test_install_over_the_same_weights_keeps_every_entry(script):
     registry = {"a": _entry("a.weights.h5", "s"), "a_nuclei": _entry("a.weights.h5", "s")}
     assert script.drop_entries_on_replaced_weights(registry, "a", "a.weights.h5", "s") == []
     assert set(registry) == {"a", "a_nuclei"}
+
+
+def test_an_evaluate_only_install_needs_the_recipe(script, capsys):
+    with pytest.raises(SystemExit):
+        script.parse_args(["--out", "x", "--init", "m.keras", "--evaluate-only", "--install"])
+    assert "--install with --evaluate-only needs --recipe FILE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "said"), [(None, "cannot read it"), ("# only a comment\n\n", "holds no command")]
+)
+def test_an_unreadable_or_empty_recipe_is_refused_by_name(script, tmp_path, capsys, text, said):
+    recipe = tmp_path / "recipe.txt"
+    if text is not None:
+        recipe.write_text(text)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--out", "x", "--recipe", str(recipe)])
+    err = capsys.readouterr().err
+    assert f"--recipe {recipe}" in err and said in err
+
+
+def test_an_evaluate_only_install_records_the_recipe_not_unused_settings(script, tmp_path):
+    recipe = tmp_path / "recipe.txt"
+    recipe.write_text("# fine-tune\npython examples/train_generalist.py --out a --steps 800\n")
+    args = script.parse_args(
+        ["--out", "x", "--init", "a.keras", "--evaluate-only", "--install", "--recipe", str(recipe)]
+    )
+    record = script.training_record(args, steps=0)
+    assert record["recipe"][:2] == [
+        "# fine-tune",
+        "python examples/train_generalist.py --out a --steps 800",
+    ]
+    assert record["recipe"][-1].startswith("python examples/train_generalist.py")
+    assert "learning_rate" not in record and "steps" not in record
+
+
+def test_a_training_install_records_its_own_settings(script):
+    args = script.parse_args(["--out", "x", "--steps", "50", "--learning-rate", "4e-4"])
+    record = script.training_record(args, steps=50)
+    assert record["steps"] == 50 and record["learning_rate"] == 4e-4 and "recipe" not in record
