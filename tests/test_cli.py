@@ -228,3 +228,13 @@ def test_console_script_lists_the_commands():
     assert result.returncode == 0
     for command in ("demo", "predict", "train", "evaluate", "conformance"):
         assert command in result.stdout
+
+
+def test_predict_help_names_every_pretrained_model(capsys):
+    from lacss_core import pretrained
+
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--help"])
+    # argparse wraps the help: compare without line breaks
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(f"{name}," in text or f"{name};" in text for name in pretrained.available())

@@ -36,6 +36,17 @@ STACK_MODES = ("error", "per-plane", "channels")
 LOG_NAME = "lacss_predict.jsonl"
 
 
+def _pretrained_names() -> str:
+    """The known pretrained models, for the help (a broken ``$LACSS_PRETRAINED_DIR`` is said
+    there, not raised: ``--help`` must still print)."""
+    from lacss_core import pretrained
+
+    try:
+        return ", ".join(pretrained.available())
+    except ValueError as error:
+        return f"the model registry cannot be read: {error}"
+
+
 def add_predict_parser(subparsers) -> None:
     """Register ``lacss predict`` and its options."""
     p = subparsers.add_parser(
@@ -66,11 +77,11 @@ def add_predict_parser(subparsers) -> None:
         "model",
         metavar="MODEL",
         nargs="?",
-        help="a shipped pretrained model (generalist, the default when MODEL is left out; "
-        "generalist_nuclei, the same weights with thresholds for fluorescence nuclei; see "
-        "docs/model_card.md), a model saved by Keras (.keras file, e.g. from `lacss train` or "
-        "`lacss demo`), or a preset name (lacss_tiny, lacss_small, lacss_resnet50) for an "
-        "UNTRAINED model with random weights, useful only to try the pipeline",
+        help=f"a shipped pretrained model ({_pretrained_names()}; generalist is the default "
+        "when MODEL is left out; docs/model_card.md describes each), a model saved by Keras "
+        "(.keras file, e.g. from `lacss train` or `lacss demo`), or a preset name (lacss_tiny, "
+        "lacss_small, lacss_resnet50) for an UNTRAINED model with random weights, useful only "
+        "to try the pipeline",
     )
     p.add_argument(
         "inputs",
