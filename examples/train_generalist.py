@@ -31,7 +31,9 @@ settings, metrics, ``--status``) in its ``models.json``, so ``Lacss.from_preset(
 weights="generalist")`` and ``lacss predict`` use them. ``--evaluate-only`` skips training and
 evaluates the current checkpoint (or ``--init``); installing what it evaluates takes ``--recipe``,
 a file of the commands that made those weights, which ``models.json`` records in place of the
-training settings (this command's own were never used to train them).
+training settings (this command's own were never used to train them). ``--weights-dtype float16``
+stores the weights file in half the space (the package holds at most 20 MB of weights): they are
+rounded to float16 before they are evaluated, so every recorded number is of the stored weights.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from lacss_core.predict import model_channels, predict_instances
 from lacss_core.train import BEST_FILE, evaluate_ap, load_state, plot_history, train
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "lacss_core" / "pretrained"
+WEIGHTS_DTYPES = ("float32", "float16")  # of the saved weights file (--weights-dtype)
 # Seeds: training uses (seed, i) (or --training-seed); the held-out sets theirs (held_out_seeds).
 VALIDATION_OFFSET, TEST_OFFSET, CALIBRATION_OFFSET, THRESHOLD_OFFSET = 1000, 2000, 3000, 4000
 
@@ -164,6 +167,14 @@ def parse_args(argv=None):
     p.add_argument("--evaluate-only", action="store_true")
     p.add_argument("--install", action="store_true", help="install into lacss_core/pretrained")
     p.add_argument("--status", default="", help="status line stored with the installed model")
+    p.add_argument(
+        "--weights-dtype",
+        choices=WEIGHTS_DTYPES,
+        default="float32",
+        help="precision of the saved weights file: float16 halves it (3.9 MB for lacss_small); "
+        "the weights are rounded to it before evaluation and threshold calibration, so every "
+        "number measured is of the weights shipped",
+    )
     p.add_argument(
         "--recipe",
         help="a text file of the commands that made the weights evaluated (--init or the "
@@ -479,19 +490,54 @@ def _atomic_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
-def save_model(model, out: Path, name: str) -> Path:
-    """``OUT/model.keras`` and the weights-only ``OUT/NAME.weights.h5`` (what is shipped)."""
+def save_model(model, out: Path, name: str, dtype: str = "float32") -> Path:
+    """``OUT/model.keras`` and the weights-only ``OUT/NAME.weights.h5`` (what is shipped), its
+    floating-point arrays stored as ``dtype`` (``round_weights`` first, so that is lossless)."""
     with atomic_path(out / "model.keras") as tmp:
         model.save(tmp)
     weights = out / f"{name}.weights.h5"
-    with atomic_path(weights) as tmp:
+    with tempfile.TemporaryDirectory() as folder, atomic_path(weights) as tmp:
         # a copy without the optimizer: save_weights of a compiled model also writes Adam's two
         # slots per weight (3x the file: 22 MB instead of 7 MB for lacss_small)
         inference = Lacss.from_config(model.get_config())
         inference.build((None, None, None, int(model_channels(model))))
         inference.set_weights(model.get_weights())
-        inference.save_weights(tmp)
+        full = Path(folder) / "full.weights.h5"
+        inference.save_weights(full)
+        copy_h5_as(full, tmp, dtype)
     return weights
+
+
+def round_weights(model, dtype: str) -> None:
+    """Round every float32 variable of ``model`` to ``dtype``'s precision in place (it stays
+    float32): then a ``dtype`` weights file holds exactly the weights that were measured."""
+    if dtype == "float32":
+        return
+    for variable in model.weights:
+        if variable.dtype == "float32":
+            value = np.asarray(variable)
+            variable.assign(value.astype(dtype).astype(np.float32))
+
+
+def copy_h5_as(source: Path, target: Path, dtype: str) -> None:
+    """Copy the HDF5 file ``source`` to ``target`` with its float32 arrays as ``dtype`` (Keras
+    casts them back to the variables' float32 when loading). A new file, not an in-place
+    rewrite: HDF5 does not give back the space of replaced datasets."""
+    import h5py
+
+    def copy(group, into) -> None:
+        into.attrs.update(group.attrs)
+        for key, item in group.items():
+            if isinstance(item, h5py.Group):
+                copy(item, into.create_group(key))
+                continue
+            data = item[()]
+            if getattr(data, "dtype", None) == np.float32:
+                data = data.astype(dtype)
+            into.create_dataset(key, data=data).attrs.update(item.attrs)
+
+    with h5py.File(source, "r") as src, h5py.File(target, "w") as dst:
+        copy(src, dst)
 
 
 def shipped_config(model, preset: str) -> dict:
@@ -539,6 +585,7 @@ def install(args, model, weights: Path, metrics: dict, steps: int) -> None:
         "weights": target.name,
         "sha256": sha256,
         "channels": channels,
+        "weights_dtype": args.weights_dtype,
         # what from_preset applies: the prediction settings (calibrated thresholds, train
         # diameter, normalisation) stored with the weights
         "config": shipped_config(model, args.preset),
@@ -607,6 +654,7 @@ def main(argv=None) -> None:
         models[label] = keras.saving.load_model(path)
         if not label.startswith("baseline"):
             recalibrate_batch_norm(models[label], calibration, args.bn_batches)
+            round_weights(models[label], args.weights_dtype)
             if calibrate_each:
                 calibrations[label] = calibrate_thresholds(models[label], args, label)
             validation_ap50[label] = evaluate_ap(models[label], validation)["ap50"]
@@ -627,7 +675,7 @@ def main(argv=None) -> None:
             f"held-out synthetic, {chosen} model, calibrated", metrics[chosen + ", calibrated"]
         )
     shipped = f"{chosen}, calibrated" if calibration else chosen
-    weights = save_model(model, out, args.name)
+    weights = save_model(model, out, args.name, args.weights_dtype)
     steps = state["step"] if state else 0
     _atomic_json(out / "metrics.json", {
         "chosen": chosen, "validation_ap50": validation_ap50, "steps": steps,

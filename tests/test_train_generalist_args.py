@@ -172,3 +172,39 @@ def test_a_training_install_records_its_own_settings(script):
     args = script.parse_args(["--out", "x", "--steps", "50", "--learning-rate", "4e-4"])
     record = script.training_record(args, steps=50)
     assert record["steps"] == 50 and record["learning_rate"] == 4e-4 and "recipe" not in record
+
+
+def test_float16_weights_hold_exactly_the_rounded_model_in_half_the_file(script, tmp_path):
+    import keras
+    import numpy as np
+
+    from lacss_core.models import Lacss
+
+    model = Lacss.from_preset("lacss_tiny")
+    model.build((None, None, None, 1))
+    (tmp_path / "full").mkdir(), (tmp_path / "half").mkdir()
+    full = script.save_model(model, tmp_path / "full", "m")
+    script.round_weights(model, "float16")
+    half = script.save_model(model, tmp_path / "half", "m", "float16")
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = Lacss.from_preset("lacss_tiny")
+    loaded.build((None, None, None, 1))
+    loaded.load_weights(half)
+    for ours, theirs in zip(loaded.weights, model.weights, strict=True):
+        assert ours.dtype == theirs.dtype
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), np.asarray(theirs))
+
+
+def test_rounding_to_float16_changes_float32_weights_only_below_its_precision(script):
+    import numpy as np
+
+    from lacss_core.models import Lacss
+
+    model = Lacss.from_preset("lacss_tiny")
+    model.build((None, None, None, 1))
+    before = [np.asarray(v).copy() for v in model.weights]
+    script.round_weights(model, "float16")
+    after = [np.asarray(v) for v in model.weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(after, before, strict=True))
+    for a, b in zip(after, before, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2**-11, atol=2**-24)
