@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 
+import lacss_core  # noqa: F401  # isort: skip (first: picks JAX or PyTorch for Keras)
 import keras
 import numpy as np
 

@@ -38,6 +38,7 @@ import statistics
 import sys
 import time
 
+import lacss_core  # noqa: F401  # isort: skip (first: picks JAX or PyTorch for Keras)
 import keras
 import numpy as np
 from train_race import held_out_scores  # benchmarks/ is on sys.path when run as a script

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import lacss_core  # noqa: F401  # isort: skip (first: picks JAX or PyTorch for Keras)
 import keras
 
 from lacss_core import export

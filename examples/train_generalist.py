@@ -50,6 +50,7 @@ import time
 import warnings
 from pathlib import Path
 
+import lacss_core  # noqa: F401  # isort: skip (first: picks JAX or PyTorch for Keras)
 import keras
 import numpy as np
 

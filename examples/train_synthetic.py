@@ -27,6 +27,7 @@ import platform
 import tempfile
 import time
 
+import lacss_core  # noqa: F401  # isort: skip (first: picks JAX or PyTorch for Keras)
 import keras
 
 from lacss_core.data import LacssDataset, SyntheticCells

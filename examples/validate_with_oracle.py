@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import lacss_core  # noqa: F401  # isort: skip (first: picks JAX or PyTorch for Keras)
 import keras
 import numpy as np
 
