@@ -12,7 +12,7 @@ weights. Load one with::
 
 A folder named by the environment variable ``LACSS_PRETRAINED_DIR`` (its own ``models.json`` and
 weights files) adds models or replaces shipped ones of the same name, e.g. a lab's own models.
-``docs/model_card.md`` describes the generalist: data, recipe, held-out metrics and limits.
+``docs/model_card.md`` describes each shipped model: data, recipe, held-out metrics and limits.
 """
 
 from __future__ import annotations
