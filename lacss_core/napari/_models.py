@@ -64,12 +64,13 @@ registry = _Registry()
 
 
 def shipped_models() -> list[str]:
-    """Names of the pretrained models this lacss-core ships (none before it ships any)."""
+    """Names of the pretrained models this lacss-core ships (none before it ships any), the
+    default model (``lacss predict``'s, the generalist) first: a widget selects its first choice."""
     if importlib.util.find_spec("lacss_core.pretrained") is None:  # none shipped yet
         return []
     from lacss_core import pretrained
 
-    return list(pretrained.available())
+    return sorted(pretrained.available(), key=lambda name: name != pretrained.DEFAULT_MODEL)
 
 
 def segment_choices() -> list[tuple[str, ModelSource]]:
