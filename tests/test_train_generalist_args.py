@@ -184,6 +184,11 @@ def test_float16_weights_hold_exactly_the_rounded_model_in_half_the_file(script,
     model.build((None, None, None, 1))
     (tmp_path / "full").mkdir(), (tmp_path / "half").mkdir()
     full = script.save_model(model, tmp_path / "full", "m")
+    exact = Lacss.from_preset("lacss_tiny")
+    exact.build((None, None, None, 1))
+    exact.load_weights(full)  # the float32 file, copied array by array, loads as it was
+    for ours, theirs in zip(exact.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), np.asarray(theirs))
     script.round_weights(model, "float16")
     half = script.save_model(model, tmp_path / "half", "m", "float16")
     assert half.stat().st_size < 0.6 * full.stat().st_size
