@@ -238,3 +238,15 @@ def test_predict_help_names_every_pretrained_model(capsys):
     # argparse wraps the help: compare without line breaks
     text = " ".join(capsys.readouterr().out.split())
     assert all(f"{name}," in text or f"{name};" in text for name in pretrained.available())
+    assert f"{pretrained.DEFAULT_MODEL} is the default when MODEL is left out" in text
+
+
+def test_predict_help_names_the_default_model_it_uses(monkeypatch, capsys):
+    from lacss_core import pretrained
+
+    monkeypatch.setattr(pretrained, "DEFAULT_MODEL", "nuclei")
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "nuclei is the default when MODEL is left out" in text
+    assert "generalist is the default" not in text

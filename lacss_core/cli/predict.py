@@ -37,14 +37,15 @@ LOG_NAME = "lacss_predict.jsonl"
 
 
 def _pretrained_names() -> str:
-    """The known pretrained models, for the help (a broken ``$LACSS_PRETRAINED_DIR`` is said
-    there, not raised: ``--help`` must still print)."""
+    """The known pretrained models and the default one, for the help (a broken
+    ``$LACSS_PRETRAINED_DIR`` is said there, not raised: ``--help`` must still print)."""
     from lacss_core import pretrained
 
     try:
-        return ", ".join(pretrained.available())
+        names = ", ".join(pretrained.available())
     except ValueError as error:
-        return f"the model registry cannot be read: {error}"
+        names = f"the model registry cannot be read: {error}"
+    return f"{names}; {pretrained.DEFAULT_MODEL} is the default"
 
 
 def add_predict_parser(subparsers) -> None:
@@ -70,14 +71,14 @@ def add_predict_parser(subparsers) -> None:
         "image (a .zarr folder) is segmented block by block, in memory that does not grow with "
         "its size, into STEM_label.zarr (int32, chunked, compressed) and STEM_cells.csv; "
         "--dask runs its blocks on a Dask cluster.",
-        epilog="example: lacss predict images/ -o results/ (the shipped generalist), or "
+        epilog="example: lacss predict images/ -o results/ (the default pretrained model), or "
         "lacss predict model.keras images/ extra/*.tif -o results/",
     )
     p.add_argument(
         "model",
         metavar="MODEL",
         nargs="?",
-        help=f"a shipped pretrained model ({_pretrained_names()}; generalist is the default "
+        help=f"a shipped pretrained model ({_pretrained_names()} "
         "when MODEL is left out; docs/model_card.md describes each), a model saved by Keras "
         "(.keras file, e.g. from `lacss train` or `lacss demo`), or a preset name (lacss_tiny, "
         "lacss_small, lacss_resnet50) for an UNTRAINED model with random weights, useful only "
