@@ -118,8 +118,9 @@ def calibrate(
         verbose: 1 prints a line per image to stderr.
     Returns:
         dict: the chosen ``min_score``, ``segmentation_threshold``, ``nms_distance`` (floats);
-        ``metric``; ``score`` (the metric at the chosen values); ``default``, a dict of the
-        model's values before calibration and their ``score``; ``table``, one dict per setting
+        ``metric``; ``score`` (the metric at the chosen values) and ``f1`` (F1 at IoU 0.5
+        there); ``default``, a dict of the model's values before calibration and their
+        ``score`` and ``f1``; ``table``, one dict per setting
         (``min_score``, ``segmentation_threshold``, ``nms_distance``, ``score``, ``n_pred``,
         and ``f1``, ``tp``, ``fp``, ``fn``, ``precision``, ``recall`` at IoU 0.5), sorted by the
         three values; ``grid`` (the three sorted grids tried); ``images`` and
@@ -571,24 +572,29 @@ def _choose(table, grids, defaults, metric) -> dict:
         **{k: best[k] for k in CALIBRATED},
         "metric": metric,
         "score": best["score"],
-        "default": {**defaults, "score": default["score"]},
+        "f1": best["f1"],
+        "default": {**defaults, "score": default["score"], "f1": default["f1"]},
         "table": table,
         "grid": {k: list(v) for k, v in grids.items()},
     }
 
 
 def describe(result: dict) -> str:
-    """One line: the chosen values and the score before and after."""
+    """One line: the chosen values and the score before and after (for AP50 also F1, which
+    picks ``min_score``: AP50 can fall while F1 rises)."""
     values = ", ".join(f"{k} {result[k]:g}" for k in CALIBRATED)
     metric = {
         "f1": "F1",
         "f1_mean": "mean F1 at IoU 0.5-0.95",
         "ap50": "AP50 (min_score by F1)",
     }[result["metric"]]
-    return (
+    line = (
         f"calibrated on {result['images']} validation image(s): {values}; {metric} "
         f"{result['default']['score']:.3f} at the previous values -> {result['score']:.3f}"
     )
+    if result["metric"] == "ap50":
+        line += f" (F1 at IoU 0.5 {result['default']['f1']:.3f} -> {result['f1']:.3f})"
+    return line
 
 
 def format_table(result: dict, top: int | None = 10) -> str:
