@@ -36,7 +36,7 @@ STACK_MODES = ("error", "per-plane", "channels")
 LOG_NAME = "lacss_predict.jsonl"
 
 
-def _pretrained_names() -> str:
+def _pretrained_models_help() -> str:
     """The known pretrained models and the default one, for the help (a broken
     ``$LACSS_PRETRAINED_DIR`` is said there, not raised: ``--help`` must still print)."""
     from lacss_core import pretrained
@@ -78,7 +78,7 @@ def add_predict_parser(subparsers) -> None:
         "model",
         metavar="MODEL",
         nargs="?",
-        help=f"a shipped pretrained model ({_pretrained_names()} "
+        help=f"a shipped pretrained model ({_pretrained_models_help()} "
         "when MODEL is left out; docs/model_card.md describes each), a model saved by Keras "
         "(.keras file, e.g. from `lacss train` or `lacss demo`), or a preset name (lacss_tiny, "
         "lacss_small, lacss_resnet50) for an UNTRAINED model with random weights, useful only "
