@@ -44,8 +44,12 @@ from lacss_core.postprocess import DEFAULT_MAX_OVERLAP
 #: (``metrics.coco_mask_ap``) for the mask threshold and NMS distance, with ``min_score`` chosen
 #: by F1 at IoU 0.5 (AP cannot choose a score cut: a detection ranked below all others never
 #: lowers COCO's interpolated precision, so AP50 alone always takes the lowest ``min_score``
-#: and pays for it in false cells).
-METRICS = ("f1", "f1_mean", "ap50")
+#: and pays for it in false cells); ``"map"``, the same with COCO mAP (AP averaged over IoU
+#: 0.5, 0.55, ..., 0.95), so the mask threshold is chosen for tight masks: AP50 cannot see a
+#: mask that crosses IoU 0.5 drawn a pixel too wide.
+METRICS = ("f1", "f1_mean", "ap50", "map")
+#: The metrics that score a setting by COCO AP, their ``min_score`` chosen by F1 at IoU 0.5.
+AP_METRICS = ("ap50", "map")
 #: Default grids. min_score is nearly free (no painting), so its grid is fine.
 DEFAULT_MIN_SCORES = tuple(round(0.05 * i, 2) for i in range(1, 19))  # 0.05 .. 0.9
 DEFAULT_SEGMENTATION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -91,9 +95,9 @@ def calibrate(
     current values (``model.min_score``, ``model.segmentation_threshold`` and its NMS distance)
     are always added to the grids, so the table holds the score at the current defaults. Of the
     best-scoring settings, the one closest to the current values wins (in grid steps), then the
-    one closest to the middle of the grids. With ``metric="ap50"`` each mask threshold and NMS
-    distance first takes the ``min_score`` of best F1 at IoU 0.5 (ties as above), and of those
-    settings the one of best AP50 wins (see ``METRICS`` for why).
+    one closest to the middle of the grids. With ``metric="ap50"`` or ``"map"`` each mask threshold
+    and NMS distance first takes the ``min_score`` of best F1 at IoU 0.5 (ties as above), and of
+    those settings the one of best AP50 (or mAP) wins (see ``METRICS`` for why).
 
     Args:
         model: a ``lacss_core.models.Lacss``.
@@ -108,8 +112,8 @@ def calibrate(
         segmentation_thresholds: patch probability thresholds to try, each in ``[0, 1)``.
         nms_distances: NMS distances in pixels to try, each ``>= 0``; default
             ``DEFAULT_NMS_FACTORS`` times the LPN stride (4, 8, 12, 16 px for stride 8).
-        metric: ``"f1"`` (F1 at IoU 0.5), ``"f1_mean"`` (mean F1 at IoU 0.5:0.05:0.95) or
-            ``"ap50"`` (see ``METRICS``).
+        metric: ``"f1"`` (F1 at IoU 0.5), ``"f1_mean"`` (mean F1 at IoU 0.5:0.05:0.95),
+            ``"ap50"`` or ``"map"`` (COCO AP50 or mAP; see ``METRICS``).
         store: also write the chosen values into the model (:func:`apply_calibration`).
         scale, diameter, normalize, channels, clean_masks, max_overlap, min_area, max_output,
         augment: as for ``predict_instances`` (``diameter`` a number, not ``"auto"``); use the
@@ -492,8 +496,8 @@ class _Tally:
                     overlaps.pair_pred[keep], overlaps.pair_gt[keep], ious[keep]
                 )
                 counts[row, column] += (tp, n - tp, overlaps.n_gt - tp)
-        if self.metric == "ap50":  # greedy matching in score order: the first n match alone
-            matched = metrics._coco_greedy_matches(overlaps, np.arange(overlaps.n_pred))[0]
+        if self.metric in AP_METRICS:  # greedy matching in score order: the first n match alone
+            matched = metrics._coco_greedy_matches(overlaps, np.arange(overlaps.n_pred))
             self.detections.setdefault(key, []).append((scores, matched, overlaps.n_gt))
 
     def table(self) -> list[dict]:
@@ -523,29 +527,30 @@ class _Tally:
             "precision": metrics._safe_ratio(tp, tp + fp),
             "recall": metrics._safe_ratio(tp, tp + fn),
         }
-        score = self._ap50(distance, threshold, row) if self.metric == "ap50" else np.mean(f1s)
+        score = self._ap(distance, threshold, row) if self.metric in AP_METRICS else np.mean(f1s)
         return {"score": float(score), **at_half}
 
-    def _ap50(self, distance, threshold, row) -> float:
+    def _ap(self, distance, threshold, row) -> float:
+        """COCO AP50 (``ap50``) or mAP (``map``) of the detections scored >= this row's cut."""
         from lacss_core import metrics
 
         cut = self.min_scores[row]
-        scores, matched, n_gt = [np.zeros(0, np.float32)], [np.zeros(0, bool)], 0
+        n_ious = metrics.IOU_THRESHOLDS.size
+        scores, matched, n_gt = [np.zeros(0, np.float32)], [np.zeros((n_ious, 0), bool)], 0
         for image_scores, image_matched, image_gt in self.detections[(distance, threshold)]:
             n = int(np.sum(image_scores >= cut))
             scores.append(image_scores[:n])
-            matched.append(image_matched[:n])
+            matched.append(image_matched[:, :n])
             n_gt += image_gt
-        scores, matched = np.concatenate(scores), np.concatenate(matched)
         precision = metrics._coco_interpolated_precision(
-            scores, np.repeat(matched[None], metrics.IOU_THRESHOLDS.size, 0), n_gt
+            np.concatenate(scores), np.concatenate(matched, axis=1), n_gt
         )
-        return float(precision[0].mean())
+        return float(precision[0].mean() if self.metric == "ap50" else precision.mean())
 
 
 def _choose(table, grids, defaults, metric) -> dict:
     """The best row; ties go to the setting fewest grid steps from the current values, then
-    nearest the middle of the grids. For AP50 the candidates are, per mask threshold and NMS
+    nearest the middle of the grids. For AP50 and mAP the candidates are, per mask threshold and NMS
     distance, the row of best F1 (``METRICS``)."""
     position = {key: {v: i for i, v in enumerate(grid)} for key, grid in grids.items()}
 
@@ -561,7 +566,7 @@ def _choose(table, grids, defaults, metric) -> dict:
         return min(tied, key=lambda r: (steps(r, home), steps(r, middle)))
 
     candidates = table
-    if metric == "ap50":
+    if metric in AP_METRICS:
         pairs = {}
         for row in table:
             pairs.setdefault((row["segmentation_threshold"], row["nms_distance"]), []).append(row)
@@ -580,19 +585,20 @@ def _choose(table, grids, defaults, metric) -> dict:
 
 
 def describe(result: dict) -> str:
-    """One line: the chosen values and the score before and after (for AP50 also F1, which
+    """One line: the chosen values and the score before and after (for AP50 and mAP also F1, which
     picks ``min_score``: AP50 can fall while F1 rises)."""
     values = ", ".join(f"{k} {result[k]:g}" for k in CALIBRATED)
     metric = {
         "f1": "F1",
         "f1_mean": "mean F1 at IoU 0.5-0.95",
         "ap50": "AP50 (min_score by F1)",
+        "map": "mAP (min_score by F1)",
     }[result["metric"]]
     line = (
         f"calibrated on {result['images']} validation image(s): {values}; {metric} "
         f"{result['default']['score']:.3f} at the previous values -> {result['score']:.3f}"
     )
-    if result["metric"] == "ap50":
+    if result["metric"] in AP_METRICS:
         line += f" (F1 at IoU 0.5 {result['default']['f1']:.3f} -> {result['f1']:.3f})"
     return line
 

@@ -109,6 +109,43 @@ def test_ap50_metric_matches_coco_mask_ap(model, validation):
         assert row["tp"] == accuracy.tp
 
 
+def test_map_metric_matches_coco_mask_map(model, validation):
+    """``map`` scores each setting by COCO mAP (IoU 0.5:0.95) of what predict_instances gives."""
+    grids = dict(min_scores=[0.1, 0.3], segmentation_thresholds=[0.3, 0.6], nms_distances=[8.0])
+    result = calibrate(model, validation, metric="map", **grids)
+    assert result["metric"] == "map"
+    scores = set()
+    for row in result["table"]:
+        settings = {k: row[k] for k in ("min_score", "segmentation_threshold", "nms_distance")}
+        outs = [predict_instances(model, s.image, **settings) for s in validation]
+        ap = coco_mask_ap([o[0] for o in outs], [s.label for s in validation],
+                          [o[1]["scores"] for o in outs])  # fmt: skip
+        assert row["score"] == pytest.approx(ap.map, abs=1e-12), settings
+        assert ap.map <= ap.ap50
+        scores.add((row["score"], ap.ap50))
+    assert any(m < ap50 for m, ap50 in scores)  # so the score is not AP50 under another name
+    assert len({m for m, _ in scores}) > 1  # the settings differ, so the choice means something
+    assert "mAP (min_score by F1)" in describe(result)
+    assert "(F1 at IoU 0.5" in describe(result)
+
+
+def test_map_chooses_like_ap50_by_its_own_score():
+    """mAP takes each mask threshold's F1-best min_score, as AP50 does, then the best mAP."""
+    from lacss_core.calibrate import _choose
+
+    def row(min_score, threshold, ap, f1):
+        return dict(min_score=min_score, segmentation_threshold=threshold, nms_distance=8.0,
+                    score=ap, f1=f1)  # fmt: skip
+
+    table = [row(0.1, 0.4, 0.60, 0.50), row(0.5, 0.4, 0.45, 0.70),
+             row(0.1, 0.5, 0.55, 0.60), row(0.5, 0.5, 0.50, 0.75)]  # fmt: skip
+    grids = {"min_score": [0.1, 0.5], "segmentation_threshold": [0.4, 0.5], "nms_distance": [8.0]}
+    defaults = {"min_score": 0.1, "segmentation_threshold": 0.4, "nms_distance": 8.0}
+    result = _choose(table, grids, defaults, "map")
+    assert chosen(result) == {"min_score": 0.5, "segmentation_threshold": 0.5, "nms_distance": 8.0}
+    assert _choose(table, grids, defaults, "f1")["min_score"] == 0.1  # F1 metrics: best of all
+
+
 def test_ap50_takes_min_score_by_f1_because_ap50_never_falls_as_it_drops(model, validation):
     """COCO's interpolated precision cannot fall when detections are added below the others,
     so AP50 alone would always choose the lowest min_score; each mask threshold and NMS
@@ -376,6 +413,8 @@ def test_cli_calibrate_writes_a_calibrated_model(model, validation, tmp_path, ca
     assert keras.saving.load_model(original).calibration["images"] == 3
     assert keras.saving.load_model(original).calibration["metric"] == "f1_mean"
     assert keras.saving.load_model(original).calibration["augment"] is False
+    assert main([*args, "--in-place", "--min-scores", "0.1,0.3", "--metric", "map"]) == 0
+    assert keras.saving.load_model(original).calibration["metric"] == "map"
     augmented = [*args, "--in-place", "--min-scores", "0.1,0.3", "--thresholds", "0.5"]
     assert main([*augmented, "--augment"]) == 0
     assert keras.saving.load_model(original).calibration["augment"] is True

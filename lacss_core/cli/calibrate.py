@@ -52,8 +52,9 @@ def _add_grid_options(p) -> None:
         choices=METRICS,
         default="f1",
         help="what to maximise: f1 (F1 at IoU 0.5, the default), f1_mean (mean F1 at IoU "
-        "0.5-0.95, for tight masks too) or ap50 (COCO AP50 for the mask threshold and NMS "
-        "distance; min_score by F1, as AP50 would always take the lowest)",
+        "0.5-0.95, for tight masks too), ap50 (COCO AP50 for the mask threshold and NMS "
+        "distance; min_score by F1, as AP50 would always take the lowest) or map (the same "
+        "with COCO mAP at IoU 0.5-0.95, which chooses the mask threshold for tight masks)",
     )
     g.add_argument(
         "--min-scores",
