@@ -66,6 +66,14 @@ def chosen(result):
     return {k: result[k] for k in ("min_score", "segmentation_threshold", "nms_distance")}
 
 
+def predicted_coco(model, samples, settings):
+    """``predict_instances`` outputs for ``samples`` at ``settings``, and their COCO mask AP."""
+    outs = [predict_instances(model, s.image, **settings) for s in samples]
+    ap = coco_mask_ap([o[0] for o in outs], [s.label for s in samples],
+                      [o[1]["scores"] for o in outs])  # fmt: skip
+    return outs, ap
+
+
 def fresh_copy(model):
     """A model with the same weights and config (calibration must not leak between tests)."""
     copy = Lacss.from_config(model.get_config())
@@ -99,13 +107,10 @@ def test_ap50_metric_matches_coco_mask_ap(model, validation):
     result = calibrate(model, validation, metric="ap50", **grids)
     assert result["metric"] == "ap50"
     for row in result["table"]:
-        settings = {k: row[k] for k in ("min_score", "segmentation_threshold", "nms_distance")}
-        outs = [predict_instances(model, s.image, **settings) for s in validation]
-        ap = coco_mask_ap([o[0] for o in outs], [s.label for s in validation],
-                          [o[1]["scores"] for o in outs])  # fmt: skip
-        assert row["score"] == pytest.approx(ap.ap50, abs=1e-12), settings
+        outs, ap = predicted_coco(model, validation, chosen(row))
+        assert row["score"] == pytest.approx(ap.ap50, abs=1e-12), chosen(row)
         accuracy = object_accuracy([o[0] for o in outs], [s.label for s in validation])
-        assert row["f1"] == pytest.approx(accuracy.f1, abs=1e-12), settings
+        assert row["f1"] == pytest.approx(accuracy.f1, abs=1e-12), chosen(row)
         assert row["tp"] == accuracy.tp
 
 
@@ -116,11 +121,8 @@ def test_map_metric_matches_coco_mask_map(model, validation):
     assert result["metric"] == "map"
     scores = set()
     for row in result["table"]:
-        settings = {k: row[k] for k in ("min_score", "segmentation_threshold", "nms_distance")}
-        outs = [predict_instances(model, s.image, **settings) for s in validation]
-        ap = coco_mask_ap([o[0] for o in outs], [s.label for s in validation],
-                          [o[1]["scores"] for o in outs])  # fmt: skip
-        assert row["score"] == pytest.approx(ap.map, abs=1e-12), settings
+        _, ap = predicted_coco(model, validation, chosen(row))
+        assert row["score"] == pytest.approx(ap.map, abs=1e-12), chosen(row)
         assert ap.map <= ap.ap50
         scores.add((row["score"], ap.ap50))
     assert any(m < ap50 for m, ap50 in scores)  # so the score is not AP50 under another name
